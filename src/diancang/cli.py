@@ -1,0 +1,170 @@
+"""The ``diancang`` command line: run, eval, predict, data stats, strategies."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from diancang.errors import DiancangError
+
+app = typer.Typer(
+    help="diancang (智慧典藏): continual named entity recognition.",
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Turn a :class:`DiancangError` into one paragraph on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DiancangError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+@user_errors
+def run(
+    config: Annotated[Path | None, typer.Argument(help="YAML config (default: built-in demo).")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Dotted overrides, e.g. train.epochs=2.")
+    ] = None,
+    restart: Annotated[bool, typer.Option(help="Ignore checkpoints and start over.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Less logging.")] = False,
+) -> None:
+    """Run a class-incremental job: train every step, evaluate, write results and the model."""
+    from diancang.config import load_config
+    from diancang.pipeline import run as run_job
+
+    _logging(not quiet)
+    cfg = load_config(config, list(overrides or []))
+    command = "diancang " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result = run_job(cfg, restart=restart, command=command)
+    typer.echo(Path(result.files.get("markdown", result.output_dir)).read_text("utf-8")
+               if "markdown" in result.files else "")
+    typer.echo(f"results: {result.output_dir}")
+
+
+@app.command("eval")
+@user_errors
+def evaluate_cmd(
+    model: Annotated[Path, typer.Argument(help="A saved model folder.")],
+    data: Annotated[str, typer.Option(help="Dataset preset name or a data file.")],
+    split: Annotated[str, typer.Option(help="train, dev or test (presets).")] = "test",
+    data_dir: Annotated[Path | None, typer.Option(help="Folder of the preset's files.")] = None,
+    format: Annotated[str, typer.Option(help="File format for a data file.")] = "conll",
+) -> None:
+    """Score a saved model on a dataset split (strict entity F1 over the model's types), as JSON."""
+    from diancang.data.presets import load_files, load_preset
+    from diancang.learn.evaluate import evaluate
+    from diancang.model.tagger import Tagger
+
+    tagger = Tagger.from_pretrained(model)
+    if Path(data).is_file():
+        splits = load_files(None, None, Path(data), format=format, lang=tagger.spec.lang)
+        sentences = splits.test
+    else:
+        splits = load_preset(data, data_dir)
+        if split not in ("train", "dev", "test"):
+            raise DiancangError(f"unknown split {split!r}", fix="use train, dev or test")
+        sentences = getattr(splits, split)
+    scores = evaluate(tagger, sentences, tagger.types)
+    typer.echo(json.dumps(scores.to_dict(), ensure_ascii=False, indent=2))
+
+
+@app.command()
+@user_errors
+def predict(
+    model: Annotated[Path, typer.Argument(help="A saved model folder.")],
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to tag.")] = None,
+    file: Annotated[Path | None, typer.Option(help="A file with one text per line.")] = None,
+) -> None:
+    """Print the entities of each text as JSON (one object per line)."""
+    from diancang.model.tagger import Tagger
+    from diancang.predict import recognize
+
+    items = list(texts or [])
+    if file is not None:
+        if not file.is_file():
+            raise DiancangError("file not found", path=file, fix="give an existing text file")
+        items += [ln for ln in file.read_text("utf-8").splitlines() if ln.strip()]
+    if not items:
+        raise DiancangError("no text given", fix="pass texts as arguments or --file")
+    tagger = Tagger.from_pretrained(model)
+    for res in recognize(tagger, items):
+        typer.echo(json.dumps(res, ensure_ascii=False))
+
+
+@data_app.command("stats")
+@user_errors
+def data_stats(
+    path: Annotated[str, typer.Argument(help="A preset name, a preset's folder, or a data file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of Markdown.")] = False,
+    strict: Annotated[bool, typer.Option(help="Fail on the first defect.")] = False,
+    format: Annotated[str, typer.Option(help="File format for a data file.")] = "conll",
+    lang: Annotated[str, typer.Option(help="Language for a data file.")] = "zh",
+) -> None:
+    """Counts (sentences, mentions, types) and every data defect, per split."""
+    from diancang.data.presets import PRESETS, load_files, load_preset
+    from diancang.data.stats import dataset_stats, render_stats_markdown
+
+    p = Path(path)
+    if p.is_file():
+        splits = load_files(p, None, None, format=format, lang=lang, strict=strict)
+    elif p.is_dir() and p.name in PRESETS:
+        splits = load_preset(p.name, p, strict=strict)
+    elif path in PRESETS:
+        splits = load_preset(path, None, strict=strict)
+    else:
+        raise DiancangError(
+            f"{path!r} is neither a file, nor a preset folder, nor a preset name",
+            fix=f"give a data file or one of {sorted(PRESETS)}",
+        )
+    stats = dataset_stats(splits)
+    typer.echo(json.dumps(stats, ensure_ascii=False, indent=2) if as_json else render_stats_markdown(stats))
+
+
+@app.command("strategies")
+def list_strategies() -> None:
+    """List the registered strategies."""
+    from diancang.strategies.base import strategies
+
+    for name in strategies.names():
+        entry = strategies.entry(name)
+        doc = (entry.factory.__doc__ or "").strip().splitlines()[0]
+        typer.echo(f"{name} (v{entry.version}): {doc}")
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

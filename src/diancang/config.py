@@ -1,0 +1,201 @@
+"""Typed run configuration: pydantic models, loadable from YAML, unknown keys rejected.
+
+Every hyperparameter has a default and a description (``diancang config --help`` style docs come
+from the ``Field`` descriptions). Strategy hyperparameters live under ``strategy_params.<name>`` and
+are validated by that strategy's own ``Params`` model when the run starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from diancang.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Which data to read and how."""
+
+    preset: str | None = Field(
+        "msra-demo",
+        description="Dataset preset (cluener2020, weibo_ner, conll2003, wnut17, msra, msra-demo, "
+        "demo); null to give train/dev/test paths yourself.",
+    )
+    dir: Path | None = Field(
+        None, description="Folder holding the preset's files (default: ../shared/data/<preset>)."
+    )
+    train: Path | None = Field(None, description="Training file (when preset is null).")
+    dev: Path | None = Field(None, description="Development file (when preset is null).")
+    test: Path | None = Field(None, description="Test file (when preset is null).")
+    format: Literal["conll", "cluener", "jsonl"] = Field(
+        "conll", description="File format when preset is null."
+    )
+    scheme: Literal["auto", "bio", "iob1", "bioes", "bmes"] = Field(
+        "auto", description="Tag scheme of column files (auto: detected from the tags)."
+    )
+    lang: Literal["zh", "en"] = Field("zh", description="Language when preset is null.")
+    strict: bool = Field(False, description="Raise on the first data defect instead of warning.")
+    max_train: int | None = Field(
+        None, ge=1, description="Keep at most this many training sentences (seeded subsample)."
+    )
+    max_dev: int | None = Field(None, ge=1, description="Keep at most this many dev sentences.")
+    max_test: int | None = Field(None, ge=1, description="Keep at most this many test sentences.")
+
+
+class StreamConfig(_Section):
+    """The class-incremental protocol: type order and the FG-a-PG-b split."""
+
+    order: list[str] | None = Field(
+        None, description="Type order; default alphabetical over the training types."
+    )
+    fg: int = Field(1, ge=1, description="Number of types in the first step (FG-a).")
+    pg: int = Field(1, ge=1, description="Number of types in each later step (PG-b).")
+    seed: int = Field(1, description="Seed of the greedy sentence-to-step assignment.")
+
+
+class ModelConfig(_Section):
+    """Encoder and head."""
+
+    encoder: str = Field(
+        "tiny-random",
+        description="Hugging Face name or local directory, or 'tiny-random' (a small random BERT "
+        "whose vocabulary is built from the training data).",
+    )
+    max_length: int = Field(128, ge=8, description="Maximum sub-tokens per sentence.")
+    crf: bool = Field(False, description="Add a CRF layer (growable transitions).")
+    bilstm: bool = Field(False, description="Add a BiLSTM layer between encoder and head.")
+    lstm_hidden: int = Field(128, ge=8, description="BiLSTM hidden size per direction.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout before the head.")
+    tiny_hidden: int = Field(128, ge=8, description="tiny-random: hidden size.")
+    tiny_layers: int = Field(2, ge=1, description="tiny-random: number of layers.")
+    tiny_heads: int = Field(2, ge=1, description="tiny-random: attention heads.")
+
+
+class TrainConfig(_Section):
+    """Optimisation, the same for every step."""
+
+    epochs: int = Field(3, ge=1, description="Epochs per step.")
+    batch_size: int = Field(16, ge=1, description="Training batch size (sentences).")
+    eval_batch_size: int = Field(64, ge=1, description="Evaluation batch size.")
+    lr: float = Field(5e-5, gt=0, description="Learning rate of the encoder.")
+    head_lr: float = Field(1e-3, gt=0, description="Learning rate of the head, CRF and BiLSTM.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup: float = Field(0.1, ge=0, le=1, description="Linear warm-up fraction of each step.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's).")
+    progress: bool = Field(True, description="Show progress bars.")
+
+
+class RunConfig(_Section):
+    """A whole continual run."""
+
+    name: str = Field("run", description="Run name (used in reports).")
+    output_dir: Path = Field(Path("runs/run"), description="Where the run writes everything.")
+    seed: int = Field(1, description="Seed of model initialisation and data order.")
+    data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
+    stream: StreamConfig = Field(default_factory=StreamConfig)  # type: ignore[arg-type]
+    model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
+    train: TrainConfig = Field(default_factory=TrainConfig)  # type: ignore[arg-type]
+    strategies: list[str] = Field(
+        default_factory=lambda: ["finetune"],
+        min_length=1,
+        description="Strategies, composed in order (e.g. [distill, ema]).",
+    )
+    strategy_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-strategy hyperparameters, by strategy name."
+    )
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(
+                f"override {dotted!r}: {k!r} is not a section", fix="override a leaf key"
+            )
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """``["train.epochs=2", "strategies=[finetune]"]`` -> ``[("train.epochs", 2), ...]``."""
+    out = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(
+                f"override {item!r} has no '='", fix="write overrides as key.sub=value"
+            )
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One paragraph naming each bad key, what is wrong, and the expected form."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        parts.append(f"{loc}: {e['msg']}")
+    return f"{source}: invalid configuration: " + "; ".join(parts)
+
+
+def build_config(data: dict[str, Any], source: str = "config", overrides: list[str] = ()) -> RunConfig:  # type: ignore[assignment]
+    """Validate a raw mapping (plus dotted overrides) into a :class:`RunConfig`."""
+    tree = dict(data)
+    for key, value in parse_overrides(list(overrides)):
+        _set_dotted(tree, key, value)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(
+            format_validation_error(err, source),
+            fix="correct or remove the keys named; see configs/ for examples",
+        ) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:  # type: ignore[assignment]
+    """Load a YAML file (or the defaults when ``path`` is None) and apply dotted overrides."""
+    raw: Any = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError("config file not found", path=p, fix="give the path of a YAML file")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            problem = getattr(err, "problem", None) or "not valid YAML"
+            raise ConfigError(
+                f"YAML syntax error: {problem}", path=p, line=line, fix="fix the YAML syntax"
+            ) from None
+        if not isinstance(raw, dict):
+            raise ConfigError(
+                "the top level must be a mapping", path=p, fix="write key: value pairs"
+            )
+    return build_config(raw, source, overrides)
+
+
+def dump_config(config: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (the form :func:`load_config` reads back)."""
+    Path(path).write_text(
+        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True),
+        encoding="utf-8",
+    )

@@ -1,0 +1,1 @@
+"""Data layer: one canonical record, readers, writers, dataset presets, statistics."""

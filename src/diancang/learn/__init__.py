@@ -1,0 +1,1 @@
+"""The learner: one training loop over the steps of a task stream."""

@@ -1,0 +1,55 @@
+"""Per-step checkpoints: a killed run resumes from its last finished step."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diancang.errors import ConfigError
+
+
+@dataclass
+class Progress:
+    """What is finished: results per step and each strategy's carried state."""
+
+    finished: int = 0
+    results: list[dict[str, Any]] = field(default_factory=list)
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: list[float] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def step_dir(output_dir: Path, step: int) -> Path:
+    """Where the model after ``step`` is saved."""
+    return output_dir / "checkpoints" / f"step-{step}"
+
+
+def save_progress(output_dir: Path, progress: Progress) -> None:
+    """Atomically write ``progress.json`` (write to a temp file, then rename)."""
+    path = output_dir / "progress.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(progress.__dict__, ensure_ascii=False, indent=1), "utf-8")
+    os.replace(tmp, path)
+
+
+def load_progress(output_dir: Path, config: dict[str, Any]) -> Progress:
+    """The saved progress of a run in ``output_dir`` (empty if none). A run whose config differs
+    from ``config`` (other than presentation keys) is refused with a clear error."""
+    path = output_dir / "progress.json"
+    if not path.is_file():
+        return Progress(config=config)
+    progress = Progress(**json.loads(path.read_text("utf-8")))
+    ignore = {"output_dir", "name"}
+    old = {k: v for k, v in progress.config.items() if k not in ignore}
+    new = {k: v for k, v in config.items() if k not in ignore}
+    if old != new:
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ConfigError(
+            f"{output_dir} holds a run with a different config (differs in: {', '.join(diff)})",
+            path=path,
+            fix="use another output_dir, or pass --restart to start this one over",
+        )
+    return progress

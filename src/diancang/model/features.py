@@ -1,0 +1,118 @@
+"""Turn tokens into sub-token ids with first-sub-token alignment, and batch them.
+
+Word-piece languages: each token is split by the tokenizer and the token's label sits on its first
+piece. Chinese: one piece per character, looked up directly after NFKC normalisation (also
+``▁c`` for SentencePiece vocabularies); unknown characters are counted.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One sentence as model input: ``input_ids`` (T,) and ``word_index`` (W,), the position in
+    ``input_ids`` of each kept token's first piece (tokens past ``max_length`` are dropped)."""
+
+    input_ids: list[int]
+    word_index: list[int]
+
+
+class TokenEncoder:
+    """Maps token lists to :class:`Encoded` with a per-token cache; counts unknown tokens."""
+
+    def __init__(self, tokenizer: Any, *, lang: str, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.lang = lang
+        self.max_length = max_length
+        self.unknown: Counter[str] = Counter()
+        self._cache: dict[str, list[int]] = {}
+        self._vocab: dict[str, int] = tokenizer.get_vocab()
+        self.unk_id: int = tokenizer.unk_token_id
+        self.cls_id: int = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else (
+            tokenizer.bos_token_id
+        )
+        self.sep_id: int = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else (
+            tokenizer.eos_token_id
+        )
+        self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._lower = bool(getattr(tokenizer, "do_lower_case", False))
+
+    def _char_id(self, norm: str) -> int | None:
+        for cand in (norm, "▁" + norm, norm.lower() if self._lower else None):
+            if cand is not None and cand in self._vocab:
+                return self._vocab[cand]
+        return None
+
+    def pieces(self, token: str) -> list[int]:
+        """Sub-token ids of one token (never empty: an unknown token maps to ``[UNK]``)."""
+        hit = self._cache.get(token)
+        if hit is not None:
+            return hit
+        norm = unicodedata.normalize("NFKC", token).strip() or token
+        ids: list[int] = []
+        if self.lang == "zh" or len(norm) == 1:
+            one = self._char_id(norm) if len(norm) == 1 else None
+            if one is not None:
+                ids = [one]
+        if not ids:
+            ids = [int(i) for i in self.tokenizer.encode(norm, add_special_tokens=False)]
+        if not ids or all(i == self.unk_id for i in ids):
+            self.unknown[token] += 1
+            ids = [self.unk_id]
+        self._cache[token] = ids
+        return ids
+
+    def encode(self, tokens: Sequence[str]) -> Encoded:
+        """``[CLS] pieces... [SEP]`` truncated to ``max_length``; see :class:`Encoded`."""
+        ids = [self.cls_id]
+        word_index: list[int] = []
+        budget = self.max_length - 1
+        for tok in tokens:
+            p = self.pieces(tok)
+            if len(ids) + len(p) > budget:
+                break
+            word_index.append(len(ids))
+            ids.extend(p)
+        ids.append(self.sep_id)
+        return Encoded(ids, word_index)
+
+
+def collate(
+    items: Sequence[Encoded], labels: Sequence[Sequence[int]] | None, pad_id: int
+) -> dict[str, torch.Tensor]:
+    """Pad a batch. Returns ``input_ids``/``attention_mask`` (B, T), ``word_index``/``word_mask``
+    (B, W) and, when ``labels`` is given, ``labels`` (B, W) with -100 at padding."""
+    b = len(items)
+    t = max(len(e.input_ids) for e in items)
+    w = max(1, max(len(e.word_index) for e in items))
+    input_ids = torch.full((b, t), pad_id, dtype=torch.long)
+    attention = torch.zeros((b, t), dtype=torch.long)
+    word_index = torch.zeros((b, w), dtype=torch.long)
+    word_mask = torch.zeros((b, w), dtype=torch.bool)
+    out_labels = torch.full((b, w), -100, dtype=torch.long)
+    for i, e in enumerate(items):
+        n = len(e.input_ids)
+        input_ids[i, :n] = torch.tensor(e.input_ids)
+        attention[i, :n] = 1
+        k = len(e.word_index)
+        word_index[i, :k] = torch.tensor(e.word_index, dtype=torch.long)
+        word_mask[i, :k] = True
+        if labels is not None:
+            out_labels[i, :k] = torch.tensor(list(labels[i])[:k], dtype=torch.long)
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "word_index": word_index,
+        "word_mask": word_mask,
+    }
+    if labels is not None:
+        batch["labels"] = out_labels
+    return batch

@@ -1,0 +1,1 @@
+"""Built-in short encoder names (filled in by the encoders issue; none are bundled yet)."""

@@ -1,0 +1,245 @@
+"""The tagger: any Hugging Face encoder + optional BiLSTM + a growable head + optional CRF.
+
+Labels are ``["O", "B-T1", "I-T1", "B-T2", ...]``; :meth:`Tagger.add_labels` appends two rows per
+new type, so old label ids never change. A saved model folder describes itself: ``config.json``
+(labels, ``id2label``, head options, the resolved run config), ``model.safetensors`` and
+``encoder/`` (the encoder's config and tokenizer files).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from diancang import __version__
+from diancang.errors import DiancangError
+from diancang.model.crf import CRF
+from diancang.model.features import Encoded, TokenEncoder, collate
+from diancang.model.head import GrowableLinear
+
+
+@dataclass
+class TaggerSpec:
+    """Everything needed to rebuild a tagger's architecture (saved in ``config.json``)."""
+
+    labels: list[str] = field(default_factory=lambda: ["O"])
+    lang: str = "zh"
+    max_length: int = 128
+    crf: bool = False
+    bilstm: bool = False
+    lstm_hidden: int = 128
+    dropout: float = 0.1
+    encoder_name: str = "tiny-random"
+
+    @property
+    def types(self) -> list[str]:
+        """Entity types in the order they were added."""
+        return [lab[2:] for lab in self.labels if lab.startswith("B-")]
+
+
+@dataclass
+class TaggerOutput:
+    """``logits`` (B, W, C) and ``features`` (B, W, H') per word; ``hidden_states``: the encoder's
+    per-layer states (each (B, T, H)) when asked for."""
+
+    logits: torch.Tensor
+    features: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+def _strip_pooler(encoder: nn.Module) -> None:
+    # The pooler is unused for tagging; removing it keeps DDP free of unused parameters.
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
+
+
+class Tagger(nn.Module):
+    """Token classifier over words (first sub-token of each word)."""
+
+    def __init__(self, encoder: nn.Module, tokenizer: Any, spec: TaggerSpec) -> None:
+        super().__init__()
+        _strip_pooler(encoder)
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.token_encoder = TokenEncoder(tokenizer, lang=spec.lang, max_length=spec.max_length)
+        hidden = int(encoder.config.hidden_size)  # type: ignore[union-attr]
+        self.lstm: nn.LSTM | None = None
+        if spec.bilstm:
+            self.lstm = nn.LSTM(hidden, spec.lstm_hidden, batch_first=True, bidirectional=True)
+            hidden = 2 * spec.lstm_hidden
+        self.dropout = nn.Dropout(spec.dropout)
+        self.head = GrowableLinear(hidden, len(spec.labels))
+        self.crf: CRF | None = CRF(len(spec.labels), spec.labels) if spec.crf else None
+
+    # ----------------------------------------------------------------------------- labels
+    @property
+    def labels(self) -> list[str]:
+        return self.spec.labels
+
+    @property
+    def types(self) -> list[str]:
+        return self.spec.types
+
+    def label_ids(self, tags: list[str]) -> list[int]:
+        """BIO tag strings -> label ids (a type the tagger does not know is an error)."""
+        index = {lab: i for i, lab in enumerate(self.spec.labels)}
+        try:
+            return [index[t] for t in tags]
+        except KeyError as err:
+            raise DiancangError(
+                f"tag {err.args[0]!r} is not among the model's labels {self.spec.labels}",
+                fix="add the type with add_labels first",
+            ) from None
+
+    def add_labels(self, types: list[str]) -> None:
+        """Append ``B-``/``I-`` rows for each new type; existing rows are untouched."""
+        new = [t for t in types if t not in self.types]
+        if not new:
+            return
+        added = [f"{p}-{t}" for t in new for p in ("B", "I")]
+        self.spec.labels = self.spec.labels + added
+        self.head.grow(len(added))
+        if self.crf is not None:
+            self.crf.grow(added)
+
+    # ----------------------------------------------------------------------------- compute
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        word_index: torch.Tensor,
+        word_mask: torch.Tensor,
+        output_hidden_states: bool = False,
+        **_: Any,
+    ) -> TaggerOutput:
+        """input_ids, attention_mask (B, T); word_index, word_mask (B, W) -> :class:`TaggerOutput`."""
+        enc = self.encoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            output_hidden_states=output_hidden_states,
+        )
+        states = enc.last_hidden_state  # (B, T, H)
+        idx = word_index.unsqueeze(-1).expand(-1, -1, states.shape[-1])
+        feats = states.gather(1, idx)  # (B, W, H)
+        if self.lstm is not None:
+            lengths = word_mask.sum(1).clamp(min=1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(
+                feats, lengths, batch_first=True, enforce_sorted=False
+            )
+            out, _ = self.lstm(packed)
+            feats, _ = nn.utils.rnn.pad_packed_sequence(
+                out, batch_first=True, total_length=feats.shape[1]
+            )
+        logits = self.head(self.dropout(feats))
+        hidden = tuple(enc.hidden_states) if output_hidden_states else None
+        return TaggerOutput(logits=logits, features=feats, hidden_states=hidden)
+
+    def loss(self, out: TaggerOutput, labels: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy (or CRF negative log-likelihood) of ``labels`` (B, W); -100 is ignored."""
+        if self.crf is not None:
+            # The CRF scores whole sentences: a -100 inside a sentence is scored as ``O`` (id 0).
+            rows = word_mask.any(1)
+            if not bool(rows.any()):
+                return out.logits.sum() * 0.0
+            return self.crf.neg_log_likelihood(
+                out.logits[rows], labels[rows].clamp(min=0), word_mask[rows]
+            )
+        return nn.functional.cross_entropy(
+            out.logits.reshape(-1, out.logits.shape[-1]), labels.reshape(-1), ignore_index=-100
+        )
+
+    def decode(self, out: TaggerOutput, word_mask: torch.Tensor) -> list[list[int]]:
+        """Best label ids per word (Viterbi with a CRF, else argmax), one list per row."""
+        lengths = word_mask.sum(1).tolist()
+        if self.crf is not None:
+            rows = [i for i, n in enumerate(lengths) if n > 0]
+            paths: list[list[int]] = [[] for _ in lengths]
+            if rows:
+                dec = self.crf.decode(out.logits[rows], word_mask[rows])
+                for i, p in zip(rows, dec, strict=True):
+                    paths[i] = p
+            return paths
+        best = out.logits.argmax(-1).tolist()
+        return [row[:n] for row, n in zip(best, lengths, strict=True)]
+
+    def encode(self, tokens: list[str]) -> Encoded:
+        """One sentence's tokens -> model input (see :class:`TokenEncoder`)."""
+        return self.token_encoder.encode(tokens)
+
+    def batch(self, sentences: list[list[str]]) -> dict[str, torch.Tensor]:
+        """Token lists -> a padded batch on this model's device."""
+        device = self.head.weight.device
+        batch = collate([self.encode(t) for t in sentences], None, self.token_encoder.pad_id)
+        return {k: v.to(device) for k, v in batch.items()}
+
+    @torch.no_grad()
+    def predict_tags(
+        self, sentences: list[list[str]], batch_size: int = 64
+    ) -> tuple[list[list[str]], list[list[float]]]:
+        """BIO tags and per-word probabilities of the chosen label; words past ``max_length``
+        get ``O`` with probability 0."""
+        was_training = self.training
+        self.eval()
+        tags: list[list[str]] = []
+        probs: list[list[float]] = []
+        for lo in range(0, len(sentences), batch_size):
+            chunk = sentences[lo : lo + batch_size]
+            batch = self.batch(chunk)
+            out = self(**batch)
+            paths = self.decode(out, batch["word_mask"])
+            soft = out.logits.softmax(-1)
+            for i, (toks, path) in enumerate(zip(chunk, paths, strict=True)):
+                p = [float(soft[i, j, lab]) for j, lab in enumerate(path)]
+                pad = len(toks) - len(path)
+                tags.append([self.spec.labels[lab] for lab in path] + ["O"] * pad)
+                probs.append(p + [0.0] * pad)
+        self.train(was_training)
+        return tags, probs
+
+    # ----------------------------------------------------------------------------- save/load
+    def save_pretrained(self, directory: str | Path, run_config: dict[str, Any] | None = None) -> None:
+        """Write ``config.json``, ``model.safetensors`` and ``encoder/`` (config + tokenizer)."""
+        d = Path(directory)
+        (d / "encoder").mkdir(parents=True, exist_ok=True)
+        self.encoder.config.save_pretrained(d / "encoder")  # type: ignore[union-attr,operator]
+        self.tokenizer.save_pretrained(str(d / "encoder"))
+        save_model(self, str(d / "model.safetensors"))
+        config = {
+            "diancang_version": __version__,
+            "architecture": "Tagger",
+            **asdict(self.spec),
+            "id2label": dict(enumerate(self.spec.labels)),
+            "types": self.types,
+            "run_config": run_config,
+        }
+        (d / "config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2), "utf-8")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> Tagger:
+        """Rebuild a tagger saved by :meth:`save_pretrained` (no network, no pickle)."""
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        d = Path(directory)
+        cfg_path = d / "config.json"
+        if not cfg_path.is_file():
+            raise DiancangError(
+                "not a diancang model folder (no config.json)",
+                path=d,
+                fix="give the folder written by a run (runs/<name>/model) or save_pretrained",
+            )
+        raw = json.loads(cfg_path.read_text("utf-8"))
+        keys = TaggerSpec.__dataclass_fields__.keys()
+        spec = TaggerSpec(**{k: v for k, v in raw.items() if k in keys})
+        encoder = AutoModel.from_config(AutoConfig.from_pretrained(str(d / "encoder")))
+        tokenizer = AutoTokenizer.from_pretrained(str(d / "encoder"))
+        model = cls(encoder, tokenizer, spec)
+        load_model(model, str(d / "model.safetensors"))
+        model.eval()
+        return model

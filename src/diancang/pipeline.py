@@ -1,0 +1,164 @@
+"""The main job: config -> data -> task stream -> learner -> results, model and report."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diancang import __version__
+from diancang.config import RunConfig, dump_config
+from diancang.data.presets import DatasetSplits, load_files, load_preset
+from diancang.data.record import Sentence
+from diancang.errors import ConfigError
+from diancang.evaluation.matrix import ResultMatrix
+from diancang.evaluation.report import write_report
+from diancang.learn.learner import Learner
+from diancang.model.encoder import build_vocab, load_pretrained_encoder, tiny_random_encoder
+from diancang.model.tagger import Tagger, TaggerSpec
+from diancang.strategies.base import build_strategies
+from diancang.stream import build_stream, save_stream
+
+logger = logging.getLogger("diancang")
+
+
+def load_data(config: RunConfig) -> DatasetSplits:
+    """The dataset the config names (a preset, or explicit train/dev/test files)."""
+    dc = config.data
+    if dc.preset is not None:
+        splits = load_preset(dc.preset, dc.dir, strict=dc.strict, seed=config.seed)
+    else:
+        if dc.train is None or dc.test is None:
+            raise ConfigError(
+                "data.preset is null but data.train or data.test is missing",
+                fix="set data.preset, or give data.train, data.dev and data.test",
+            )
+        splits = load_files(
+            dc.train, dc.dev, dc.test, format=dc.format, scheme=dc.scheme, lang=dc.lang,
+            strict=dc.strict, seed=config.seed,
+        )
+    splits.defects.emit()
+    return subsample(splits, config)
+
+
+def subsample(splits: DatasetSplits, config: RunConfig) -> DatasetSplits:
+    """Apply ``data.max_train/max_dev/max_test`` (a seeded, order-keeping subsample)."""
+    import random
+
+    def cut(data: list[Sentence], n: int | None, salt: int) -> list[Sentence]:
+        if n is None or n >= len(data):
+            return data
+        keep = sorted(random.Random(config.seed * 1000 + salt).sample(range(len(data)), n))
+        return [data[i] for i in keep]
+
+    dc = config.data
+    splits.train = cut(splits.train, dc.max_train, 1)
+    splits.dev = cut(splits.dev, dc.max_dev, 2)
+    splits.test = cut(splits.test, dc.max_test, 3)
+    return splits
+
+
+def model_factory(config: RunConfig, lang: str, train: list[Sentence]) -> Callable[[list[str]], Tagger]:
+    """A function building the first step's tagger for its types."""
+    mc = config.model
+
+    def make(types: list[str]) -> Tagger:
+        if mc.encoder == "tiny-random":
+            vocab = build_vocab(s.tokens for s in train)
+            encoder, tokenizer = tiny_random_encoder(
+                vocab, hidden=mc.tiny_hidden, layers=mc.tiny_layers, heads=mc.tiny_heads,
+                max_length=mc.max_length, seed=config.seed,
+            )
+        else:
+            encoder, tokenizer = load_pretrained_encoder(mc.encoder)
+        spec = TaggerSpec(
+            labels=["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")],
+            lang=lang, max_length=mc.max_length, crf=mc.crf, bilstm=mc.bilstm,
+            lstm_hidden=mc.lstm_hidden, dropout=mc.dropout, encoder_name=mc.encoder,
+        )
+        torch.manual_seed(config.seed)
+        return Tagger(encoder, tokenizer, spec)
+
+    return make
+
+
+def git_commit() -> str:
+    """The current git commit of the working directory ("unknown" outside a checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """Facts about where a run ran."""
+    import os
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` produced."""
+
+    matrix: ResultMatrix
+    output_dir: Path
+    files: dict[str, Path]
+
+
+def run(config: RunConfig, restart: bool = False, command: str | None = None) -> RunResult:
+    """Run the whole continual job the config describes; writes everything to ``output_dir``."""
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    strategies = build_strategies(config.strategies, config.strategy_params)
+    splits = load_data(config)
+    sc = config.stream
+    stream = build_stream(
+        splits.train, splits.dev, splits.test, order=sc.order, fg=sc.fg, pg=sc.pg, seed=sc.seed
+    )
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(config, out / "config.yaml")
+    save_stream(stream, out / "stream.json")
+    learner = Learner(
+        config, stream, strategies, model_factory(config, splits.lang, splits.train), splits.train
+    )
+    matrix = learner.run(restart=restart)
+    files: dict[str, Path] = {}
+    if learner.accelerator.is_main_process and learner.model is not None:
+        learner.model.save_pretrained(out / "model", run_config=config.model_dump(mode="json"))
+        meta = {
+            "command": command,
+            "git_commit": git_commit(),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "diancang_version": __version__,
+            "machine": machine(),
+            "dataset": splits.name,
+            "encoder": config.model.encoder,
+            "strategies": config.strategies,
+            "protocol": f"FG-{sc.fg}-PG-{sc.pg}",
+            "type_order": stream.order,
+            "seed": config.seed,
+            "epochs": config.train.epochs,
+            "train_sizes": [len(s.train) for s in stream.steps],
+            "unknown_tokens": sum(learner.model.token_encoder.unknown.values()),
+        }
+        files = write_report(matrix, out, title=f"{config.name}: {', '.join(config.strategies)}", meta=meta)
+    return RunResult(matrix=matrix, output_dir=out, files=files)

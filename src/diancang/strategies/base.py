@@ -1,0 +1,117 @@
+"""The strategy protocol: hooks that *return* their contributions to the one training loop.
+
+A strategy never mutates the learner. Per step the learner calls, for each strategy in order:
+
+1. ``train_data(ctx, data) -> data``: the step's training sentences, transformed (e.g. ``joint``
+   adds all earlier data fully labelled; a replay strategy adds its memory).
+2. ``loss_terms(ctx, batch, out) -> {name: scalar tensor}``: extra loss terms, added to the base
+   loss for every training batch (e.g. distillation from ``ctx.previous``).
+3. ``end_step(ctx) -> state``: JSON-serialisable state handed back as ``ctx.state`` at the next
+   step (and saved in checkpoints, so a resumed run gets it too).
+
+Hyperparameters are a pydantic ``Params`` model per strategy (unknown keys rejected), filled from
+``strategy_params.<name>`` in the run config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from diancang.config import format_validation_error
+from diancang.errors import ConfigError
+from diancang.registry import Registry
+
+if TYPE_CHECKING:
+    from diancang.config import RunConfig
+    from diancang.data.record import Sentence
+    from diancang.model.tagger import Tagger, TaggerOutput
+    from diancang.stream import Step
+
+
+class NoParams(BaseModel):
+    """A strategy without hyperparameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class StepContext:
+    """What a hook may read about the current step (read-only by convention).
+
+    ``pool`` holds every training sentence unmasked and ``assignment[i]`` the step sentence ``i``
+    belongs to, so a strategy can see earlier steps' data only when the protocol allows it
+    (``joint`` is the upper bound that does).
+    """
+
+    step: Step
+    model: Tagger
+    previous: Tagger | None
+    config: RunConfig
+    pool: list[Sentence]
+    assignment: list[int]
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.head.weight.device
+
+
+class Strategy:
+    """Base class: every hook is a no-op; subclasses override what they contribute."""
+
+    name: ClassVar[str] = "base"
+    Params: ClassVar[type[BaseModel]] = NoParams
+    #: Whether the learner must keep a frozen copy of the previous step's model as ``previous``.
+    needs_previous: ClassVar[bool] = False
+
+    def __init__(self, params: BaseModel | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    @classmethod
+    def from_config(cls, raw: dict[str, Any] | None) -> Strategy:
+        """Build from ``strategy_params.<name>``, validating it against :attr:`Params`."""
+        try:
+            params = cls.Params.model_validate(raw or {})
+        except ValidationError as err:
+            raise ConfigError(
+                format_validation_error(err, f"strategy_params.{cls.name}"),
+                fix=f"see the {cls.name} strategy's parameters in the docs",
+            ) from None
+        return cls(params)
+
+    def train_data(self, ctx: StepContext, data: list[Sentence]) -> list[Sentence]:
+        """The step's training sentences, possibly transformed or extended."""
+        return data
+
+    def loss_terms(
+        self, ctx: StepContext, batch: dict[str, torch.Tensor], out: TaggerOutput
+    ) -> dict[str, torch.Tensor]:
+        """Extra loss terms for one batch (scalars, already weighted)."""
+        return {}
+
+    def end_step(self, ctx: StepContext) -> dict[str, Any]:
+        """State to carry to the next step (JSON-serialisable)."""
+        return dict(ctx.state)
+
+
+#: The strategy registry; built-ins are imported on first lookup.
+strategies: Registry[type[Strategy]] = Registry(
+    "strategy", builtins=("diancang.strategies.finetune", "diancang.strategies.joint")
+)
+
+
+def build_strategies(names: list[str], params: dict[str, dict[str, Any]]) -> list[Strategy]:
+    """Instantiate the named strategies (in order) with their validated parameters."""
+    unknown = set(params) - set(names)
+    if unknown:
+        raise ConfigError(
+            f"strategy_params names strategies that are not in 'strategies': {sorted(unknown)}",
+            fix="add them to 'strategies' or remove their parameters",
+        )
+    if len(set(names)) != len(names):
+        raise ConfigError("a strategy is listed twice", fix="list each strategy once")
+    return [strategies.get(n).from_config(params.get(n)) for n in names]

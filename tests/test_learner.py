@@ -1,0 +1,61 @@
+"""The learner: forgetting shows under finetune, joint keeps old types, a killed run resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from diancang.errors import ConfigError
+from tests.test_strategy_contract import tiny_run
+
+
+def test_joint_beats_finetune_on_old_types(tmp_path):
+    ft, _ = tiny_run(tmp_path / "ft", ["finetune"], epochs=6)
+    jt, _ = tiny_run(tmp_path / "jt", ["joint"], epochs=6)
+    m_ft, m_jt = ft.run(), jt.run()
+    # Step 0 is identical training; afterwards finetune forgets LOC, joint does not.
+    assert m_ft.per_type[0] == m_jt.per_type[0]
+    assert m_jt.per_type[-1]["LOC"] > m_ft.per_type[-1]["LOC"]
+    assert m_jt.forgetting() < m_ft.forgetting()
+
+
+def test_killed_run_resumes_from_last_finished_step(tmp_path, monkeypatch):
+    learner, _ = tiny_run(tmp_path, ["finetune"])
+    original = type(learner).train_step
+    trained: list[int] = []
+
+    def dies_at_step_2(self, ctxs):
+        if ctxs[0].step.index == 2:
+            raise KeyboardInterrupt("killed")
+        trained.append(ctxs[0].step.index)
+        return original(self, ctxs)
+
+    monkeypatch.setattr(type(learner), "train_step", dies_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        learner.run()
+    progress = json.loads((tmp_path / "run" / "progress.json").read_text())
+    assert progress["finished"] == 2 and trained == [0, 1]
+
+    monkeypatch.setattr(type(learner), "train_step", original)
+    again, _ = tiny_run(tmp_path, ["finetune"])
+    resumed: list[int] = []
+    monkeypatch.setattr(
+        type(again), "train_step",
+        lambda self, ctxs: resumed.append(ctxs[0].step.index) or original(self, ctxs),
+    )
+    matrix = again.run()
+    assert resumed == [2]
+    assert matrix.n_steps == 3
+    before = [{t: v["f1"] for t, v in r["per_type"].items()} for r in progress["results"]]
+    assert matrix.per_type[:2] == before
+    assert [r["f1"] for r in progress["results"]] == matrix.micro[:2]
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    learner, _ = tiny_run(tmp_path, ["finetune"], epochs=1)
+    learner.run()
+    other, _ = tiny_run(tmp_path, ["finetune"], epochs=2)
+    with pytest.raises(ConfigError, match="different config"):
+        other.run()
+    other.run(restart=True)

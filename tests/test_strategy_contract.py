@@ -1,0 +1,77 @@
+"""One contract every registered strategy must pass (flair-style shared test class)."""
+
+from __future__ import annotations
+
+import pytest
+
+from diancang.config import build_config
+from diancang.learn.learner import Learner
+from diancang.model.tagger import Tagger
+from diancang.strategies.base import Strategy, build_strategies, strategies
+from diancang.stream import build_stream
+from tests.test_tagger import make_tagger
+from tests.toy import toy_sentences
+
+
+def tiny_run(tmp_path, names, epochs=2, **extra):
+    train, test = toy_sentences(42, seed=1), toy_sentences(14, seed=2)
+    stream = build_stream(train, [], test, order=["LOC", "PER", "ORG"], fg=1, pg=1, seed=1)
+    cfg = build_config(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "strategies": names,
+            "train": {"epochs": epochs, "batch_size": 8, "progress": False, "head_lr": 3e-3},
+            **extra,
+        }
+    )
+    learner = Learner(
+        cfg, stream, build_strategies(cfg.strategies, cfg.strategy_params),
+        lambda types: make_tagger(train, types), train,
+    )
+    return learner, stream
+
+
+class Spy:
+    """Wraps a strategy and records which hooks the learner reached."""
+
+    def __init__(self, inner: Strategy) -> None:
+        self.inner, self.calls = inner, set()
+        for hook in ("train_data", "loss_terms", "end_step"):
+            setattr(self, hook, self._wrap(hook))
+
+    def _wrap(self, hook):
+        original = getattr(self.inner, hook)
+
+        def call(*args, **kwargs):
+            self.calls.add(hook)
+            return original(*args, **kwargs)
+
+        return call
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("name", strategies.names())
+class TestStrategyContract:
+    def test_hooks_reached_and_roundtrip(self, tmp_path, name):
+        learner, stream = tiny_run(tmp_path, [name])
+        spy = Spy(learner.strategies[0])
+        learner.strategies = [spy]  # type: ignore[list-item]
+        matrix = learner.run()
+        assert spy.calls == {"train_data", "loss_terms", "end_step"}
+        assert matrix.n_steps == len(stream.steps) == 3
+        model = learner.model
+        assert model is not None and model.types == ["LOC", "PER", "ORG"]
+        model.save_pretrained(tmp_path / "m")
+        loaded = Tagger.from_pretrained(tmp_path / "m")
+        tokens = [s.tokens for s in stream.steps[-1].test]
+        assert loaded.predict_tags(tokens) == model.predict_tags(tokens)
+
+    def test_has_typed_params(self, tmp_path, name):
+        cls = strategies.get(name)
+        assert cls.name == name
+        assert cls.__doc__, "a strategy needs a docstring (shown by `diancang strategies`)"
+        cls.Params()  # every hyperparameter has a default
+        with pytest.raises(Exception, match="unknown_key|Extra"):
+            cls.from_config({"unknown_key": 1})

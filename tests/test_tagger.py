@@ -1,0 +1,85 @@
+"""The tagger overfits tiny data, round-trips through save/load, and grows without forgetting."""
+
+from __future__ import annotations
+
+import torch
+
+from diancang.data.record import spans_to_bio
+from diancang.evaluation.metrics import entity_scores
+from diancang.model.encoder import build_vocab, tiny_random_encoder
+from diancang.model.features import collate
+from diancang.model.tagger import Tagger, TaggerSpec
+from tests.toy import toy_sentences
+
+
+def make_tagger(sentences, types, crf=False, bilstm=False, seed=0) -> Tagger:
+    vocab = build_vocab(s.tokens for s in sentences)
+    enc, tok = tiny_random_encoder(vocab, hidden=64, layers=2, heads=2, max_length=64, seed=seed)
+    spec = TaggerSpec(
+        labels=["O"] + [f"{p}-{t}" for t in types for p in "BI"],
+        lang="zh", max_length=64, crf=crf, bilstm=bilstm, lstm_hidden=32, dropout=0.0,
+    )
+    torch.manual_seed(seed)
+    return Tagger(enc, tok, spec)
+
+
+def overfit(model: Tagger, sentences, epochs: int = 60) -> None:
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    items = [model.encode(s.tokens) for s in sentences]
+    labels = [model.label_ids(spans_to_bio(len(s.tokens), s.spans)) for s in sentences]
+    batch = collate(items, labels, model.token_encoder.pad_id)
+    model.train()
+    for _ in range(epochs):
+        out = model(**batch)
+        loss = model.loss(out, batch["labels"], batch["word_mask"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def f1_on(model: Tagger, sentences, types) -> float:
+    gold = [spans_to_bio(len(s.tokens), s.spans) for s in sentences]
+    pred, _ = model.predict_tags([s.tokens for s in sentences])
+    return entity_scores(gold, pred, types).f1
+
+
+def _check(tmp_path, crf: bool, bilstm: bool) -> None:
+    types = ["LOC", "PER"]
+    data = [s.keep_types(types) for s in toy_sentences(14)]
+    model = make_tagger(data, types, crf=crf, bilstm=bilstm)
+    overfit(model, data)
+    assert f1_on(model, data, types) == 1.0
+    before, probs = model.predict_tags([s.tokens for s in data])
+
+    model.save_pretrained(tmp_path / "m")
+    loaded = Tagger.from_pretrained(tmp_path / "m")
+    after, probs2 = loaded.predict_tags([s.tokens for s in data])
+    assert after == before
+    assert torch.allclose(torch.tensor(probs[0]), torch.tensor(probs2[0]), atol=1e-5)
+    assert loaded.types == types
+
+    n_params = sum(p.numel() for p in loaded.head.parameters())
+    loaded.add_labels(["ORG", "PRO"])
+    assert loaded.labels[:5] == model.labels
+    assert loaded.labels[5:] == ["B-ORG", "I-ORG", "B-PRO", "I-PRO"]
+    assert sum(p.numel() for p in loaded.head.parameters()) > n_params
+    grown, _ = loaded.predict_tags([s.tokens for s in data])
+    assert grown == before, "adding labels changed old predictions"
+
+
+def test_overfit_save_reload_add_labels(tmp_path):
+    _check(tmp_path, crf=False, bilstm=False)
+
+
+def test_overfit_crf_bilstm(tmp_path):
+    _check(tmp_path, crf=True, bilstm=True)
+
+
+def test_truncated_words_are_o():
+    data = toy_sentences(3)
+    model = make_tagger(data, ["PER"])
+    model.spec.max_length = 5
+    model.token_encoder.max_length = 5
+    tags, probs = model.predict_tags([data[0].tokens])
+    assert len(tags[0]) == len(data[0].tokens)
+    assert all(t == "O" for t in tags[0][3:]) and probs[0][3:] == [0.0] * (len(tags[0]) - 3)
