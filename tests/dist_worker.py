@@ -10,7 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.test_strategy_contract import tiny_run  # noqa: E402
+from tests.test_strategy_contract import tiny_run
 
 
 def main() -> None:

@@ -22,9 +22,21 @@ def test_two_cpu_processes(tmp_path):
     cmd = [
         # --multi_gpu selects accelerate's multi-process (torchrun) launcher; with no GPU present
         # each process runs on the CPU and they synchronise over gloo.
-        launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
-        str(worker), str(tmp_path),
+        launcher,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29533",
+        str(worker),
+        str(tmp_path),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -41,7 +41,8 @@ def test_killed_run_resumes_from_last_finished_step(tmp_path, monkeypatch):
     again, _ = tiny_run(tmp_path, ["finetune"])
     resumed: list[int] = []
     monkeypatch.setattr(
-        type(again), "train_step",
+        type(again),
+        "train_step",
         lambda self, ctxs: resumed.append(ctxs[0].step.index) or original(self, ctxs),
     )
     matrix = again.run()

@@ -25,8 +25,11 @@ def tiny_run(tmp_path, names, epochs=2, **extra):
         }
     )
     learner = Learner(
-        cfg, stream, build_strategies(cfg.strategies, cfg.strategy_params),
-        lambda types: make_tagger(train, types), train,
+        cfg,
+        stream,
+        build_strategies(cfg.strategies, cfg.strategy_params),
+        lambda types: make_tagger(train, types),
+        train,
     )
     return learner, stream
 
@@ -73,5 +76,5 @@ class TestStrategyContract:
         assert cls.name == name
         assert cls.__doc__, "a strategy needs a docstring (shown by `diancang strategies`)"
         cls.Params()  # every hyperparameter has a default
-        with pytest.raises(Exception, match="unknown_key|Extra"):
+        with pytest.raises(Exception, match=r"unknown_key|Extra"):
             cls.from_config({"unknown_key": 1})

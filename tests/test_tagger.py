@@ -17,7 +17,12 @@ def make_tagger(sentences, types, crf=False, bilstm=False, seed=0) -> Tagger:
     enc, tok = tiny_random_encoder(vocab, hidden=64, layers=2, heads=2, max_length=64, seed=seed)
     spec = TaggerSpec(
         labels=["O"] + [f"{p}-{t}" for t in types for p in "BI"],
-        lang="zh", max_length=64, crf=crf, bilstm=bilstm, lstm_hidden=32, dropout=0.0,
+        lang="zh",
+        max_length=64,
+        crf=crf,
+        bilstm=bilstm,
+        lstm_hidden=32,
+        dropout=0.0,
     )
     torch.manual_seed(seed)
     return Tagger(enc, tok, spec)

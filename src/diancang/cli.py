@@ -51,7 +51,9 @@ def _logging(verbose: bool) -> None:
 @app.command()
 @user_errors
 def run(
-    config: Annotated[Path | None, typer.Argument(help="YAML config (default: built-in demo).")] = None,
+    config: Annotated[
+        Path | None, typer.Argument(help="YAML config (default: built-in demo).")
+    ] = None,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Dotted overrides, e.g. train.epochs=2.")
     ] = None,
@@ -63,12 +65,15 @@ def run(
     from diancang.pipeline import run as run_job
 
     _logging(not quiet)
-    cfg = load_config(config, list(overrides or []))
+    extra = list(overrides or [])
+    if config is not None and "=" in config.name and not config.exists():
+        config, extra = None, [str(config), *extra]  # `diancang run train.epochs=2`
+    cfg = load_config(config, extra)
     command = "diancang " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = run_job(cfg, restart=restart, command=command)
-    typer.echo(Path(result.files.get("markdown", result.output_dir)).read_text("utf-8")
-               if "markdown" in result.files else "")
-    typer.echo(f"results: {result.output_dir}")
+    if "markdown" in result.files:
+        typer.echo(result.files["markdown"].read_text("utf-8"))
+    typer.echo(f"results, model and config: {result.output_dir}")
 
 
 @app.command("eval")
@@ -125,7 +130,9 @@ def predict(
 @user_errors
 def data_stats(
     path: Annotated[str, typer.Argument(help="A preset name, a preset's folder, or a data file.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of Markdown.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of Markdown.")
+    ] = False,
     strict: Annotated[bool, typer.Option(help="Fail on the first defect.")] = False,
     format: Annotated[str, typer.Option(help="File format for a data file.")] = "conll",
     lang: Annotated[str, typer.Option(help="Language for a data file.")] = "zh",
@@ -147,7 +154,9 @@ def data_stats(
             fix=f"give a data file or one of {sorted(PRESETS)}",
         )
     stats = dataset_stats(splits)
-    typer.echo(json.dumps(stats, ensure_ascii=False, indent=2) if as_json else render_stats_markdown(stats))
+    typer.echo(
+        json.dumps(stats, ensure_ascii=False, indent=2) if as_json else render_stats_markdown(stats)
+    )
 
 
 @app.command("strategies")

@@ -7,6 +7,7 @@ are validated by that strategy's own ``Params`` model when the run starts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -154,7 +155,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: invalid configuration: " + "; ".join(parts)
 
 
-def build_config(data: dict[str, Any], source: str = "config", overrides: list[str] = ()) -> RunConfig:  # type: ignore[assignment]
+def build_config(
+    data: dict[str, Any], source: str = "config", overrides: Sequence[str] = ()
+) -> RunConfig:
     """Validate a raw mapping (plus dotted overrides) into a :class:`RunConfig`."""
     tree = dict(data)
     for key, value in parse_overrides(list(overrides)):
@@ -168,7 +171,7 @@ def build_config(data: dict[str, Any], source: str = "config", overrides: list[s
         ) from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:  # type: ignore[assignment]
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
     """Load a YAML file (or the defaults when ``path`` is None) and apply dotted overrides."""
     raw: Any = {}
     source = "defaults"

@@ -41,8 +41,14 @@ def load_data(config: RunConfig) -> DatasetSplits:
                 fix="set data.preset, or give data.train, data.dev and data.test",
             )
         splits = load_files(
-            dc.train, dc.dev, dc.test, format=dc.format, scheme=dc.scheme, lang=dc.lang,
-            strict=dc.strict, seed=config.seed,
+            dc.train,
+            dc.dev,
+            dc.test,
+            format=dc.format,
+            scheme=dc.scheme,
+            lang=dc.lang,
+            strict=dc.strict,
+            seed=config.seed,
         )
     splits.defects.emit()
     return subsample(splits, config)
@@ -65,7 +71,9 @@ def subsample(splits: DatasetSplits, config: RunConfig) -> DatasetSplits:
     return splits
 
 
-def model_factory(config: RunConfig, lang: str, train: list[Sentence]) -> Callable[[list[str]], Tagger]:
+def model_factory(
+    config: RunConfig, lang: str, train: list[Sentence]
+) -> Callable[[list[str]], Tagger]:
     """A function building the first step's tagger for its types."""
     mc = config.model
 
@@ -73,15 +81,24 @@ def model_factory(config: RunConfig, lang: str, train: list[Sentence]) -> Callab
         if mc.encoder == "tiny-random":
             vocab = build_vocab(s.tokens for s in train)
             encoder, tokenizer = tiny_random_encoder(
-                vocab, hidden=mc.tiny_hidden, layers=mc.tiny_layers, heads=mc.tiny_heads,
-                max_length=mc.max_length, seed=config.seed,
+                vocab,
+                hidden=mc.tiny_hidden,
+                layers=mc.tiny_layers,
+                heads=mc.tiny_heads,
+                max_length=mc.max_length,
+                seed=config.seed,
             )
         else:
             encoder, tokenizer = load_pretrained_encoder(mc.encoder)
         spec = TaggerSpec(
             labels=["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")],
-            lang=lang, max_length=mc.max_length, crf=mc.crf, bilstm=mc.bilstm,
-            lstm_hidden=mc.lstm_hidden, dropout=mc.dropout, encoder_name=mc.encoder,
+            lang=lang,
+            max_length=mc.max_length,
+            crf=mc.crf,
+            bilstm=mc.bilstm,
+            lstm_hidden=mc.lstm_hidden,
+            dropout=mc.dropout,
+            encoder_name=mc.encoder,
         )
         torch.manual_seed(config.seed)
         return Tagger(encoder, tokenizer, spec)
@@ -160,5 +177,7 @@ def run(config: RunConfig, restart: bool = False, command: str | None = None) ->
             "train_sizes": [len(s.train) for s in stream.steps],
             "unknown_tokens": sum(learner.model.token_encoder.unknown.values()),
         }
-        files = write_report(matrix, out, title=f"{config.name}: {', '.join(config.strategies)}", meta=meta)
+        files = write_report(
+            matrix, out, title=f"{config.name}: {', '.join(config.strategies)}", meta=meta
+        )
     return RunResult(matrix=matrix, output_dir=out, files=files)

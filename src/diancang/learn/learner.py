@@ -146,7 +146,9 @@ class Learner:
                 loss = ctx.model.loss(out, batch["labels"], batch["word_mask"])
                 terms: dict[str, torch.Tensor] = {}
                 for strat, c in pairs:
-                    terms.update({f"{strat.name}.{k}": v for k, v in strat.loss_terms(c, batch, out).items()})
+                    terms.update(
+                        {f"{strat.name}.{k}": v for k, v in strat.loss_terms(c, batch, out).items()}
+                    )
                 for value in terms.values():
                     loss = loss + value
                 acc.backward(loss)
@@ -199,7 +201,9 @@ class Learner:
             for s, c in zip(self.strategies, ctxs, strict=True):
                 states[s.name] = s.end_step(c)
             if self.is_main:
-                scores = evaluate(model, step.test, step.seen_types, self.config.train.eval_batch_size)
+                scores = evaluate(
+                    model, step.test, step.seen_types, self.config.train.eval_batch_size
+                )
                 progress.results.append(scores.to_dict())
                 progress.seconds.append(seconds)
                 progress.finished = step.index + 1
@@ -207,7 +211,10 @@ class Learner:
                 save_progress(self.out, progress)
                 logger.info(
                     "step %d: micro %.4f macro %.4f (%.1fs)",
-                    step.index, scores.f1, scores.macro_f1, seconds,
+                    step.index,
+                    scores.f1,
+                    scores.macro_f1,
+                    seconds,
                 )
             self.accelerator.wait_for_everyone()
         self.model = model
@@ -218,8 +225,10 @@ class Learner:
         steps = self.stream.steps[: progress.finished]
         return ResultMatrix(
             step_types=[s.new_types for s in self.stream.steps],
-            per_type=[{t: r["per_type"][t]["f1"] for t in s.seen_types} for s, r in zip(steps, progress.results, strict=True)],
+            per_type=[
+                {t: r["per_type"][t]["f1"] for t in s.seen_types}
+                for s, r in zip(steps, progress.results, strict=True)
+            ],
             micro=[r["f1"] for r in progress.results],
             macro=[r["macro_f1"] for r in progress.results],
         )
-

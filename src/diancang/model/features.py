@@ -36,11 +36,15 @@ class TokenEncoder:
         self._cache: dict[str, list[int]] = {}
         self._vocab: dict[str, int] = tokenizer.get_vocab()
         self.unk_id: int = tokenizer.unk_token_id
-        self.cls_id: int = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else (
-            tokenizer.bos_token_id
+        self.cls_id: int = (
+            tokenizer.cls_token_id
+            if tokenizer.cls_token_id is not None
+            else (tokenizer.bos_token_id)
         )
-        self.sep_id: int = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else (
-            tokenizer.eos_token_id
+        self.sep_id: int = (
+            tokenizer.sep_token_id
+            if tokenizer.sep_token_id is not None
+            else (tokenizer.eos_token_id)
         )
         self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._lower = bool(getattr(tokenizer, "do_lower_case", False))

@@ -56,7 +56,7 @@ class TaggerOutput:
 def _strip_pooler(encoder: nn.Module) -> None:
     # The pooler is unused for tagging; removing it keeps DDP free of unused parameters.
     if getattr(encoder, "pooler", None) is not None:
-        encoder.pooler = None
+        setattr(encoder, "pooler", None)  # noqa: B010
 
 
 class Tagger(nn.Module):
@@ -69,7 +69,7 @@ class Tagger(nn.Module):
         self.tokenizer = tokenizer
         self.spec = spec
         self.token_encoder = TokenEncoder(tokenizer, lang=spec.lang, max_length=spec.max_length)
-        hidden = int(encoder.config.hidden_size)  # type: ignore[union-attr]
+        hidden = int(getattr(encoder, "config").hidden_size)  # noqa: B009
         self.lstm: nn.LSTM | None = None
         if spec.bilstm:
             self.lstm = nn.LSTM(hidden, spec.lstm_hidden, batch_first=True, bidirectional=True)
@@ -117,9 +117,9 @@ class Tagger(nn.Module):
         word_index: torch.Tensor,
         word_mask: torch.Tensor,
         output_hidden_states: bool = False,
-        **_: Any,
+        **unused: Any,
     ) -> TaggerOutput:
-        """input_ids, attention_mask (B, T); word_index, word_mask (B, W) -> :class:`TaggerOutput`."""
+        """input_ids, attention_mask (B, T); word_index, word_mask (B, W) -> TaggerOutput."""
         enc = self.encoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -127,21 +127,23 @@ class Tagger(nn.Module):
         )
         states = enc.last_hidden_state  # (B, T, H)
         idx = word_index.unsqueeze(-1).expand(-1, -1, states.shape[-1])
-        feats = states.gather(1, idx)  # (B, W, H)
+        feats: torch.Tensor = states.gather(1, idx)  # (B, W, H)
         if self.lstm is not None:
             lengths = word_mask.sum(1).clamp(min=1).cpu()
             packed = nn.utils.rnn.pack_padded_sequence(
                 feats, lengths, batch_first=True, enforce_sorted=False
             )
-            out, _ = self.lstm(packed)
+            packed_out, _ = self.lstm(packed)
             feats, _ = nn.utils.rnn.pad_packed_sequence(
-                out, batch_first=True, total_length=feats.shape[1]
+                packed_out, batch_first=True, total_length=feats.shape[1]
             )
         logits = self.head(self.dropout(feats))
         hidden = tuple(enc.hidden_states) if output_hidden_states else None
         return TaggerOutput(logits=logits, features=feats, hidden_states=hidden)
 
-    def loss(self, out: TaggerOutput, labels: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, out: TaggerOutput, labels: torch.Tensor, word_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Cross-entropy (or CRF negative log-likelihood) of ``labels`` (B, W); -100 is ignored."""
         if self.crf is not None:
             # The CRF scores whole sentences: a -100 inside a sentence is scored as ``O`` (id 0).
@@ -204,7 +206,9 @@ class Tagger(nn.Module):
         return tags, probs
 
     # ----------------------------------------------------------------------------- save/load
-    def save_pretrained(self, directory: str | Path, run_config: dict[str, Any] | None = None) -> None:
+    def save_pretrained(
+        self, directory: str | Path, run_config: dict[str, Any] | None = None
+    ) -> None:
         """Write ``config.json``, ``model.safetensors`` and ``encoder/`` (config + tokenizer)."""
         d = Path(directory)
         (d / "encoder").mkdir(parents=True, exist_ok=True)

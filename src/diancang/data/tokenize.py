@@ -1,0 +1,44 @@
+"""Split raw text into tokens with character offsets (for JSON formats and prediction)."""
+
+from __future__ import annotations
+
+import re
+
+from diancang.errors import ConfigError
+
+LANGS: tuple[str, ...] = ("zh", "en")
+_EN_TOKEN = re.compile(r"\w+|[^\w\s]")
+_SPACE = re.compile(r"\s")
+
+
+def tokenize(text: str, lang: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """``(tokens, offsets)`` of ``text``; token ``i`` is ``text[offsets[i][0]:offsets[i][1]]``.
+
+    ``zh``: one token per non-space character (Latin words too, as in CLUENER and MSRA).
+    ``en``: runs of letters/digits/underscore, and each other non-space character on its own.
+    """
+    if lang == "zh":
+        if _SPACE.search(text) is None:
+            return list(text), [(i, i + 1) for i in range(len(text))]
+        offsets = [(i, i + 1) for i, ch in enumerate(text) if not ch.isspace()]
+    elif lang == "en":
+        offsets = [m.span() for m in _EN_TOKEN.finditer(text)]
+    else:
+        raise ConfigError(f"unknown language {lang!r}", fix=f"use one of {', '.join(LANGS)}")
+    return [text[a:b] for a, b in offsets], offsets
+
+
+def align_tokens(text: str, tokens: list[str]) -> list[tuple[int, int]] | None:
+    """Offsets of ``tokens`` found left to right in ``text`` (only whitespace between them), or
+    None when the tokens do not spell the text."""
+    offsets: list[tuple[int, int]] = []
+    pos = 0
+    for tok in tokens:
+        at = text.find(tok, pos) if tok else -1
+        if at < 0 or text[pos:at].strip():
+            return None
+        offsets.append((at, at + len(tok)))
+        pos = at + len(tok)
+    if text[pos:].strip():
+        return None
+    return offsets

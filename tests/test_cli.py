@@ -1,0 +1,116 @@
+"""The command line through typer's runner: run, predict, eval, data stats, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from diancang.cli import app
+from tests.conftest import shared_data
+
+runner = CliRunner()
+
+TINY = [
+    "data.preset=demo",
+    "stream.fg=2",
+    "stream.pg=1",
+    "train.epochs=8",
+    "train.batch_size=8",
+    "train.head_lr=0.003",
+    "train.lr=0.001",
+    "train.progress=false",
+    "model.tiny_hidden=64",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = runner.invoke(app, ["run", "--quiet", "--", *TINY, f"output_dir={out}"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_run_writes_results_model_and_config(demo_run):
+    for name in ("results.json", "results.md", "heatmap.png", "config.yaml", "stream.json"):
+        assert (demo_run / name).is_file(), name
+    assert (demo_run / "model" / "model.safetensors").is_file()
+    saved = json.loads((demo_run / "model" / "config.json").read_text("utf-8"))
+    assert saved["run_config"]["train"]["epochs"] == 8
+    assert saved["id2label"]["0"] == "O"
+    results = json.loads((demo_run / "results.json").read_text("utf-8"))
+    assert len(results["matrix"]["micro"]) == len(saved["types"]) - 1  # FG-2-PG-1
+
+
+def test_predict_json_chinese_and_english(demo_run):
+    result = runner.invoke(
+        app, ["predict", str(demo_run / "model"), "张三在北京工作", "Alice flew to Paris"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in result.output.strip().splitlines()]
+    assert [x["text"] for x in lines] == ["张三在北京工作", "Alice flew to Paris"]
+    for line in lines:
+        for ent in line["entities"]:
+            assert line["text"][ent["start"] : ent["end"]] == ent["text"]
+            assert 0.0 <= ent["score"] <= 1.0
+
+
+def test_eval_prints_scores(demo_run):
+    result = runner.invoke(app, ["eval", str(demo_run / "model"), "--data", "demo"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)
+    assert set(scores) >= {"f1", "macro_f1", "per_type"}
+
+
+def test_strategies_lists_baselines():
+    result = runner.invoke(app, ["strategies"])
+    assert result.exit_code == 0
+    assert "finetune" in result.output and "joint" in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("train: [unclosed", "YAML syntax error"),
+        ("train:\n  epochz: 2\n", "train.epochz"),
+        ("strategies: [nope]\n", "unknown strategy 'nope'"),
+        ("- a list\n", "top level must be a mapping"),
+    ],
+)
+def test_bad_config_is_one_paragraph(tmp_path, content, expected):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(content, "utf-8")
+    result = runner.invoke(app, ["run", str(cfg), f"output_dir={tmp_path / 'o'}"])
+    assert result.exit_code == 2
+    assert expected in result.output
+    assert "Traceback" not in result.output
+    assert result.output.count("\n") <= 2
+
+
+def test_bad_override_and_bad_data_file(tmp_path):
+    result = runner.invoke(app, ["run", "--", "train.epochs=-1"])
+    assert result.exit_code == 2 and "train.epochs" in result.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "abc", "label": {"X": {"ab": [[0, 1]]}}}\n{not json\n', "utf-8")
+    result = runner.invoke(app, ["data", "stats", str(bad), "--format", "cluener", "--strict"])
+    assert result.exit_code == 2
+    assert "bad.jsonl:2" in result.output and "Traceback" not in result.output
+
+
+def test_predict_missing_model_is_clear(tmp_path):
+    result = runner.invoke(app, ["predict", str(tmp_path / "nothing"), "文本"])
+    assert result.exit_code == 2 and "config.json" in result.output
+
+
+def test_data_stats_on_a_real_dataset():
+    data = shared_data()
+    result = runner.invoke(app, ["data", "stats", str(data / "weibo_ner"), "--json"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    train = stats["splits"]["train"]
+    assert (train["sentences"], train["mentions"]) == (1350, 1895)
+    assert train["duplicate_sentences"] == 101
+    result = runner.invoke(app, ["data", "stats", str(data / "weibo_ner")])
+    assert result.exit_code == 0 and "1350" in result.output.replace(",", "")
