@@ -88,3 +88,11 @@ def test_truncated_words_are_o():
     tags, probs = model.predict_tags([data[0].tokens])
     assert len(tags[0]) == len(data[0].tokens)
     assert all(t == "O" for t in tags[0][3:]) and probs[0][3:] == [0.0] * (len(tags[0]) - 3)
+
+
+def test_empty_sentences_and_crf_probabilities():
+    data = toy_sentences(4)
+    model = make_tagger(data, ["PER"], crf=True)
+    tags, probs = model.predict_tags([[], data[0].tokens, []])
+    assert tags[0] == [] and tags[2] == [] and len(tags[1]) == len(data[0].tokens)
+    assert all(0.0 <= p <= 1.0 for p in probs[1])

@@ -8,6 +8,7 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -68,6 +69,8 @@ def run(
     extra = list(overrides or [])
     if config is not None and "=" in config.name and not config.exists():
         config, extra = None, [str(config), *extra]  # `diancang run train.epochs=2`
+    if config is None:
+        config = Path(str(files("diancang") / "resources" / "demo.yaml"))
     cfg = load_config(config, extra)
     command = "diancang " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = run_job(cfg, restart=restart, command=command)

@@ -24,7 +24,7 @@ from diancang.learn.learner import Learner
 from diancang.model.encoder import build_vocab, load_pretrained_encoder, tiny_random_encoder
 from diancang.model.tagger import Tagger, TaggerSpec
 from diancang.strategies.base import build_strategies
-from diancang.stream import build_stream, save_stream
+from diancang.stream import build_stream, check_assignment, save_stream
 
 logger = logging.getLogger("diancang")
 
@@ -153,6 +153,8 @@ def run(config: RunConfig, restart: bool = False, command: str | None = None) ->
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(config, out / "config.yaml")
+    if not restart and (out / "progress.json").is_file() and (out / "stream.json").is_file():
+        check_assignment(stream, out / "stream.json")  # resuming: the split must not change
     save_stream(stream, out / "stream.json")
     learner = Learner(
         config, stream, strategies, model_factory(config, splits.lang, splits.train), splits.train
@@ -176,6 +178,9 @@ def run(config: RunConfig, restart: bool = False, command: str | None = None) ->
             "epochs": config.train.epochs,
             "train_sizes": [len(s.train) for s in stream.steps],
             "unknown_tokens": sum(learner.model.token_encoder.unknown.values()),
+            "train_seconds_per_step": [round(x, 2) for x in learner.progress.seconds]
+            if learner.progress
+            else [],
         }
         files = write_report(
             matrix, out, title=f"{config.name}: {', '.join(config.strategies)}", meta=meta

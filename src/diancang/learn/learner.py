@@ -79,6 +79,7 @@ class Learner:
         self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         self.out = Path(config.output_dir)
         self.model: Tagger | None = None
+        self.progress: Progress | None = None
 
     # ----------------------------------------------------------------------------- helpers
     @property
@@ -139,7 +140,10 @@ class Learner:
         show = tc.progress and self.is_main
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, desc=f"step {ctx.step.index}", disable=not show, leave=False)
+        # disable=None: tqdm turns itself off when stderr is not a terminal (logs, CI).
+        bar = tqdm(
+            total=total, desc=f"step {ctx.step.index}", disable=None if show else True, leave=False
+        )
         for _epoch in range(tc.epochs):
             for batch in loader:
                 out = model(**batch)
@@ -218,6 +222,7 @@ class Learner:
                 )
             self.accelerator.wait_for_everyone()
         self.model = model
+        self.progress = progress
         return self.matrix(progress)
 
     def matrix(self, progress: Progress) -> ResultMatrix:

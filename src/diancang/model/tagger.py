@@ -196,7 +196,10 @@ class Tagger(nn.Module):
             batch = self.batch(chunk)
             out = self(**batch)
             paths = self.decode(out, batch["word_mask"])
-            soft = out.logits.softmax(-1)
+            soft = out.logits.softmax(-1)  # (B, W, C)
+            rows = batch["word_mask"].any(1)
+            if self.crf is not None and bool(rows.any()):
+                soft[rows] = self.crf.marginals(out.logits[rows], batch["word_mask"][rows])
             for i, (toks, path) in enumerate(zip(chunk, paths, strict=True)):
                 p = [float(soft[i, j, lab]) for j, lab in enumerate(path)]
                 pad = len(toks) - len(path)
