@@ -243,4 +243,6 @@ def test_speed_batch32_len64():
         crf.neg_log_likelihood(emissions, tags, mask).backward()
         crf.decode(emissions, mask)
         crf.marginals(emissions, mask)
-    assert time.perf_counter() - began < 5.0
+    # About 1 s on an idle 2-core machine; the bound is loose so a loaded CI machine passes,
+    # while a per-row Python loop (about 32x slower) would still fail.
+    assert time.perf_counter() - began < 20.0

@@ -60,3 +60,14 @@ def test_resume_refuses_a_different_config(tmp_path):
     with pytest.raises(ConfigError, match="different config"):
         other.run()
     other.run(restart=True)
+
+
+def test_eval_each_epoch_records_dev_scores(tmp_path):
+    learner, _ = tiny_run(tmp_path, ["joint"], epochs=2)
+    learner.config.train.eval_each_epoch = True
+    learner.stream.steps[0].dev = learner.stream.steps[0].test[:6]
+    learner.run()
+    per_epoch = learner.progress.epochs
+    assert [e["epoch"] for e in per_epoch[0]] == [1, 2]
+    assert all(0.0 <= e["dev_macro"] <= 1.0 for e in per_epoch[0])
+    assert per_epoch[1] == []  # no dev data in later steps of this toy stream

@@ -96,3 +96,34 @@ def test_empty_sentences_and_crf_probabilities():
     tags, probs = model.predict_tags([[], data[0].tokens, []])
     assert tags[0] == [] and tags[2] == [] and len(tags[1]) == len(data[0].tokens)
     assert all(0.0 <= p <= 1.0 for p in probs[1])
+
+
+def test_trimmed_vocab_and_truncated_layers_roundtrip(tmp_path):
+    from diancang.model.encoder import trim_embeddings, truncate_layers
+    from diancang.model.features import TokenEncoder
+
+    data = toy_sentences(10)
+    full = make_tagger(data, ["PER", "LOC"])
+    probe = TokenEncoder(full.tokenizer, lang="zh", max_length=64)
+    kept = probe.used_ids(s.tokens for s in data[:5])
+    assert kept[: len(probe.special_ids())] == probe.special_ids()
+    vocab_before = full.encoder.get_input_embeddings().weight.shape[0]
+    enc, tok = full.encoder, full.tokenizer
+    trim_embeddings(enc, kept)
+    truncate_layers(enc, 1)
+    spec = full.spec
+    spec.kept_ids, spec.freeze_embeddings = kept, True
+    model = Tagger(enc, tok, spec)
+    assert model.encoder.get_input_embeddings().weight.shape[0] == len(kept) < vocab_before
+    assert not model.encoder.get_input_embeddings().weight.requires_grad
+    assert len(model.encoder.encoder.layer) == 1
+    # Same rows as before trimming for kept ids; unseen characters map to [UNK].
+    ids = model.encode(data[0].tokens).input_ids
+    assert max(ids) < len(kept)
+    unseen = model.encode(["龘"]).input_ids[1]
+    assert unseen == model.token_encoder.unk_id
+    model.save_pretrained(tmp_path / "m")
+    loaded = Tagger.from_pretrained(tmp_path / "m")
+    assert loaded.spec.kept_ids == kept and len(loaded.encoder.encoder.layer) == 1
+    tokens = [s.tokens for s in data]
+    assert loaded.predict_tags(tokens) == model.predict_tags(tokens)

@@ -70,6 +70,16 @@ class ModelConfig(_Section):
         "whose vocabulary is built from the training data).",
     )
     max_length: int = Field(128, ge=8, description="Maximum sub-tokens per sentence.")
+    trim_vocab: bool = Field(
+        False,
+        description="Keep only the embedding rows of sub-tokens the run's texts use (ids up to "
+        "the largest special id are always kept); other pieces become [UNK]. Saves memory and "
+        "optimizer time with large multilingual vocabularies.",
+    )
+    keep_layers: int | None = Field(
+        None, ge=1, description="Keep only the first N encoder layers (null: all)."
+    )
+    freeze_embeddings: bool = Field(False, description="Do not train the word embeddings.")
     crf: bool = Field(False, description="Add a CRF layer (growable transitions).")
     bilstm: bool = Field(False, description="Add a BiLSTM layer between encoder and head.")
     lstm_hidden: int = Field(128, ge=8, description="BiLSTM hidden size per direction.")
@@ -92,6 +102,9 @@ class TrainConfig(_Section):
     grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's).")
     progress: bool = Field(True, description="Show progress bars.")
+    eval_each_epoch: bool = Field(
+        False, description="Also score the step's dev set (its own types) after every epoch."
+    )
 
 
 class RunConfig(_Section):

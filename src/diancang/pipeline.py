@@ -20,8 +20,16 @@ from diancang.data.record import Sentence
 from diancang.errors import ConfigError
 from diancang.evaluation.matrix import ResultMatrix
 from diancang.evaluation.report import write_report
+from diancang.learn.checkpoint import Progress
 from diancang.learn.learner import Learner
-from diancang.model.encoder import build_vocab, load_pretrained_encoder, tiny_random_encoder
+from diancang.model.encoder import (
+    build_vocab,
+    load_pretrained_encoder,
+    tiny_random_encoder,
+    trim_embeddings,
+    truncate_layers,
+)
+from diancang.model.features import TokenEncoder
 from diancang.model.tagger import Tagger, TaggerSpec
 from diancang.strategies.base import build_strategies
 from diancang.stream import build_stream, check_assignment, save_stream
@@ -72,9 +80,11 @@ def subsample(splits: DatasetSplits, config: RunConfig) -> DatasetSplits:
 
 
 def model_factory(
-    config: RunConfig, lang: str, train: list[Sentence]
+    config: RunConfig, lang: str, train: list[Sentence], texts: list[Sentence] | None = None
 ) -> Callable[[list[str]], Tagger]:
-    """A function building the first step's tagger for its types."""
+    """A function building the first step's tagger for its types. ``train`` builds the
+    tiny-random vocabulary; ``texts`` (default: ``train``) decide what ``trim_vocab`` keeps."""
+    texts = train if texts is None else texts
     mc = config.model
 
     def make(types: list[str]) -> Tagger:
@@ -90,6 +100,13 @@ def model_factory(
             )
         else:
             encoder, tokenizer = load_pretrained_encoder(mc.encoder)
+        kept = None
+        if mc.trim_vocab:
+            probe = TokenEncoder(tokenizer, lang=lang, max_length=mc.max_length)
+            kept = probe.used_ids(s.tokens for s in texts)
+            trim_embeddings(encoder, kept)
+        if mc.keep_layers is not None:
+            truncate_layers(encoder, mc.keep_layers)
         spec = TaggerSpec(
             labels=["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")],
             lang=lang,
@@ -99,6 +116,8 @@ def model_factory(
             lstm_hidden=mc.lstm_hidden,
             dropout=mc.dropout,
             encoder_name=mc.encoder,
+            freeze_embeddings=mc.freeze_embeddings,
+            kept_ids=kept,
         )
         torch.manual_seed(config.seed)
         return Tagger(encoder, tokenizer, spec)
@@ -131,6 +150,22 @@ def machine() -> dict[str, Any]:
     }
 
 
+def throughput(progress: Progress | None) -> dict[str, Any]:
+    """Training seconds and sentences per step, sentences/s, and this process's peak memory."""
+    import resource
+
+    seconds = progress.seconds if progress else []
+    sentences = progress.sentences if progress else []
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {
+        "train_seconds_per_step": [round(x, 2) for x in seconds],
+        "train_sentences_per_step": sentences,
+        "sentences_per_second": round(sum(sentences) / sum(seconds), 2) if sum(seconds) else None,
+        "peak_memory_mb": round(peak_kib / 1024, 1),
+        "dev_per_epoch": progress.epochs if progress else [],
+    }
+
+
 @dataclass
 class RunResult:
     """What :func:`run` produced."""
@@ -156,8 +191,13 @@ def run(config: RunConfig, restart: bool = False, command: str | None = None) ->
     if not restart and (out / "progress.json").is_file() and (out / "stream.json").is_file():
         check_assignment(stream, out / "stream.json")  # resuming: the split must not change
     save_stream(stream, out / "stream.json")
+    texts = splits.train + splits.dev + splits.test  # trim_vocab keeps what these texts use
     learner = Learner(
-        config, stream, strategies, model_factory(config, splits.lang, splits.train), splits.train
+        config,
+        stream,
+        strategies,
+        model_factory(config, splits.lang, splits.train, texts),
+        splits.train,
     )
     matrix = learner.run(restart=restart)
     files: dict[str, Path] = {}
@@ -178,9 +218,7 @@ def run(config: RunConfig, restart: bool = False, command: str | None = None) ->
             "epochs": config.train.epochs,
             "train_sizes": [len(s.train) for s in stream.steps],
             "unknown_tokens": sum(learner.model.token_encoder.unknown.values()),
-            "train_seconds_per_step": [round(x, 2) for x in learner.progress.seconds]
-            if learner.progress
-            else [],
+            **throughput(learner.progress),
         }
         files = write_report(
             matrix, out, title=f"{config.name}: {', '.join(config.strategies)}", meta=meta

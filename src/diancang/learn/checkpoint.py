@@ -19,6 +19,8 @@ class Progress:
     results: list[dict[str, Any]] = field(default_factory=list)
     states: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: list[float] = field(default_factory=list)
+    sentences: list[int] = field(default_factory=list)
+    epochs: list[list[dict[str, Any]]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
 
 

@@ -80,6 +80,7 @@ class Learner:
         self.out = Path(config.output_dir)
         self.model: Tagger | None = None
         self.progress: Progress | None = None
+        self.epoch_scores: list[dict[str, Any]] = []
 
     # ----------------------------------------------------------------------------- helpers
     @property
@@ -121,9 +122,11 @@ class Learner:
         return opt, sched
 
     # ----------------------------------------------------------------------------- one step
-    def train_step(self, ctxs: list[StepContext]) -> float:
+    def train_step(self, ctxs: list[StepContext]) -> tuple[float, int]:
         """Train the step's model through the strategies' hooks (``ctxs[i]`` is strategy ``i``'s
-        context: same step and model, its own carried state); returns training seconds."""
+        context: same step and model, its own carried state).
+
+        Returns the training seconds and the number of sentences trained on (all epochs)."""
         acc = self.accelerator
         tc = self.config.train
         ctx = ctxs[0]
@@ -144,7 +147,8 @@ class Learner:
         bar = tqdm(
             total=total, desc=f"step {ctx.step.index}", disable=None if show else True, leave=False
         )
-        for _epoch in range(tc.epochs):
+        self.epoch_scores = []
+        for epoch in range(tc.epochs):
             for batch in loader:
                 out = model(**batch)
                 loss = ctx.model.loss(out, batch["labels"], batch["word_mask"])
@@ -162,11 +166,29 @@ class Learner:
                 opt.zero_grad()
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 bar.update(1)
+            if tc.eval_each_epoch and self.is_main and ctx.step.dev:
+                scores = evaluate(ctx.model, ctx.step.dev, ctx.step.new_types, tc.eval_batch_size)
+                model.train()
+                self.epoch_scores.append(
+                    {
+                        "epoch": epoch + 1,
+                        "dev_micro": scores.f1,
+                        "dev_macro": scores.macro_f1,
+                        "seconds": round(time.perf_counter() - start, 2),
+                    }
+                )
+                logger.info(
+                    "step %d epoch %d: dev micro %.4f macro %.4f",
+                    ctx.step.index,
+                    epoch + 1,
+                    scores.f1,
+                    scores.macro_f1,
+                )
         bar.close()
         seconds = time.perf_counter() - start
         acc.wait_for_everyone()
         acc.free_memory()
-        return seconds
+        return seconds, len(loader.dataset) * tc.epochs
 
     # ----------------------------------------------------------------------------- the run
     def run(self, restart: bool = False) -> ResultMatrix:
@@ -201,7 +223,7 @@ class Learner:
                 )
                 for s in self.strategies
             ]
-            seconds = self.train_step(ctxs)
+            seconds, n_sentences = self.train_step(ctxs)
             for s, c in zip(self.strategies, ctxs, strict=True):
                 states[s.name] = s.end_step(c)
             if self.is_main:
@@ -210,6 +232,8 @@ class Learner:
                 )
                 progress.results.append(scores.to_dict())
                 progress.seconds.append(seconds)
+                progress.sentences.append(n_sentences)
+                progress.epochs.append(self.epoch_scores)
                 progress.finished = step.index + 1
                 model.save_pretrained(step_dir(self.out, step.index), run_config=cfg_dict)
                 save_progress(self.out, progress)

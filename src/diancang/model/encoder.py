@@ -94,3 +94,38 @@ def load_pretrained_encoder(name: str) -> tuple[Any, Any]:
             f"name among {encoder_sources.names()}, or 'tiny-random'; Hub downloads need network",
         ) from None
     return model, tokenizer
+
+
+def trim_embeddings(encoder: Any, kept_ids: list[int]) -> None:
+    """Keep only the rows ``kept_ids`` (sorted tokenizer ids) of the input embedding matrix.
+
+    Ids below the largest special id must all be kept (see ``TokenEncoder.special_ids``) so the
+    padding id keeps its row number and nothing else in the model's config has to change.
+    """
+    import torch
+    from torch import nn
+
+    old = encoder.get_input_embeddings()
+    rows = torch.tensor(kept_ids, dtype=torch.long)
+    new = nn.Embedding(len(kept_ids), old.weight.shape[1], padding_idx=old.padding_idx)
+    with torch.no_grad():
+        new.weight.copy_(old.weight[rows])
+    encoder.set_input_embeddings(new)
+    encoder.config.vocab_size = len(kept_ids)
+
+
+def truncate_layers(encoder: Any, keep: int) -> None:
+    """Keep the first ``keep`` transformer layers (BERT / XLM-R style ``encoder.layer`` lists)."""
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if layers is None:
+        raise ConfigError(
+            f"model.keep_layers is not supported for {type(encoder).__name__}",
+            fix="use a BERT- or XLM-R-style encoder, or leave model.keep_layers null",
+        )
+    if keep > len(layers):
+        raise ConfigError(
+            f"model.keep_layers={keep} but the encoder has {len(layers)} layers",
+            fix=f"use a value from 1 to {len(layers)}",
+        )
+    encoder.encoder.layer = layers[:keep]
+    encoder.config.num_hidden_layers = keep

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,9 @@ class Encoded:
 class TokenEncoder:
     """Maps token lists to :class:`Encoded` with a per-token cache; counts unknown tokens."""
 
-    def __init__(self, tokenizer: Any, *, lang: str, max_length: int) -> None:
+    def __init__(
+        self, tokenizer: Any, *, lang: str, max_length: int, kept_ids: list[int] | None = None
+    ) -> None:
         self.tokenizer = tokenizer
         self.lang = lang
         self.max_length = max_length
@@ -48,6 +50,13 @@ class TokenEncoder:
         )
         self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._lower = bool(getattr(tokenizer, "do_lower_case", False))
+        # A trimmed vocabulary: tokenizer id -> row of the trimmed embedding (see trim_ids).
+        self.id_map: dict[int, int] | None = None
+        if kept_ids is not None:
+            self.id_map = {old: new for new, old in enumerate(kept_ids)}
+            self.unk_id, self.cls_id, self.sep_id, self.pad_id = (
+                self.id_map[i] for i in (self.unk_id, self.cls_id, self.sep_id, self.pad_id)
+            )
 
     def _char_id(self, norm: str) -> int | None:
         for cand in (norm, "▁" + norm, norm.lower() if self._lower else None):
@@ -68,11 +77,28 @@ class TokenEncoder:
                 ids = [one]
         if not ids:
             ids = [int(i) for i in self.tokenizer.encode(norm, add_special_tokens=False)]
+        if self.id_map is not None:
+            ids = [self.id_map.get(i, self.unk_id) for i in ids]
         if not ids or all(i == self.unk_id for i in ids):
             self.unknown[token] += 1
             ids = [self.unk_id]
         self._cache[token] = ids
         return ids
+
+    def special_ids(self) -> list[int]:
+        """Every id up to the largest special token id (kept by vocabulary trimming)."""
+        top = max(int(i) for i in self.tokenizer.all_special_ids)
+        return list(range(top + 1))
+
+    def used_ids(self, sentences: Iterable[Sequence[str]]) -> list[int]:
+        """Sorted tokenizer ids needed to encode ``sentences``, plus :meth:`special_ids`."""
+        if self.id_map is not None:
+            raise ValueError("used_ids needs an untrimmed encoder")
+        used = set(self.special_ids())
+        for tokens in sentences:
+            for tok in tokens:
+                used.update(self.pieces(tok))
+        return sorted(used)
 
     def encode(self, tokens: Sequence[str]) -> Encoded:
         """``[CLS] pieces... [SEP]`` truncated to ``max_length``; see :class:`Encoded`."""

@@ -36,6 +36,9 @@ class TaggerSpec:
     lstm_hidden: int = 128
     dropout: float = 0.1
     encoder_name: str = "tiny-random"
+    freeze_embeddings: bool = False
+    #: Tokenizer ids kept by vocabulary trimming (row i of the embedding is id kept_ids[i]).
+    kept_ids: list[int] | None = None
 
     @property
     def types(self) -> list[str]:
@@ -68,7 +71,11 @@ class Tagger(nn.Module):
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.spec = spec
-        self.token_encoder = TokenEncoder(tokenizer, lang=spec.lang, max_length=spec.max_length)
+        self.token_encoder = TokenEncoder(
+            tokenizer, lang=spec.lang, max_length=spec.max_length, kept_ids=spec.kept_ids
+        )
+        if spec.freeze_embeddings:
+            encoder.get_input_embeddings().weight.requires_grad_(False)  # type: ignore[operator]
         hidden = int(getattr(encoder, "config").hidden_size)  # noqa: B009
         self.lstm: nn.LSTM | None = None
         if spec.bilstm:
@@ -224,6 +231,7 @@ class Tagger(nn.Module):
             **asdict(self.spec),
             "id2label": dict(enumerate(self.spec.labels)),
             "types": self.types,
+            "vocab_size": int(self.encoder.get_input_embeddings().weight.shape[0]),  # type: ignore[operator]
             "run_config": run_config,
         }
         (d / "config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2), "utf-8")

@@ -1,0 +1,119 @@
+"""Run a benchmark: ``python -m benchmarks.run NAME [--quick] [--data-dir DIR] [--seeds 1,2]``.
+
+Each (strategy, seed) runs as its own ``diancang run`` process (so its peak memory is its own and
+a killed benchmark resumes where it stopped when the same command is run again). Writes
+``benchmarks/results/<name>[-quick].json`` and ``.md``, a heatmap per strategy, and refreshes the
+table in ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.specs import BENCHMARKS, merge
+from benchmarks.summarize import refresh_readme, render_benchmark
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def default_data_dir() -> Path | None:
+    """``../shared/data`` beside the repository, when it exists."""
+    candidate = ROOT.parent / "shared" / "data"
+    return candidate if candidate.is_dir() else None
+
+
+def run_one(
+    name: str, config: dict[str, Any], strategy: str, seed: int, work: Path, restart: bool
+) -> dict[str, Any]:
+    """One ``diancang run`` in a subprocess; returns its results.json (meta, summary, matrix)."""
+    out = work / f"{strategy}-s{seed}"
+    cfg = merge(
+        config,
+        {
+            "name": name,
+            "output_dir": str(out),
+            "seed": seed,
+            "strategies": [strategy],
+            "train": {"progress": False},
+        },
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "benchmark-config.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), "utf-8")
+    cmd = [sys.executable, "-m", "diancang.cli", "run", str(cfg_path), "--quiet"]
+    if restart:
+        cmd.append("--restart")
+    print(f"[{name}] {strategy} seed {seed}: {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if proc.returncode != 0:
+        raise SystemExit(f"[{name}] {strategy} seed {seed} failed (exit {proc.returncode})")
+    record: dict[str, Any] = json.loads((out / "results.json").read_text("utf-8"))
+    record.update(strategy=strategy, seed=seed, heatmap_src=str(out / "heatmap.png"))
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("name", choices=sorted(BENCHMARKS), help="which benchmark")
+    p.add_argument("--quick", action="store_true", help="fewer epochs, fixed subsample (minutes)")
+    p.add_argument("--data-dir", type=Path, default=None, help="datasets folder (../shared/data)")
+    p.add_argument("--strategies", default=None, help="comma list (default: the benchmark's)")
+    p.add_argument("--seeds", default="1", help="comma list of seeds (default: 1)")
+    p.add_argument("--restart", action="store_true", help="ignore finished runs")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench", help="run folders")
+    args = p.parse_args(argv)
+
+    bench = BENCHMARKS[args.name]
+    config = merge(bench.config, bench.quick) if args.quick else dict(bench.config)
+    data_dir = args.data_dir or default_data_dir()
+    preset = config["data"]["preset"]
+    if data_dir is not None and not preset.startswith("msra") and preset != "demo":
+        config = merge(config, {"data": {"dir": str(data_dir / preset)}})
+    label = args.name + ("-quick" if args.quick else "")
+    strategies = args.strategies.split(",") if args.strategies else bench.strategies
+    seeds = [int(s) for s in args.seeds.split(",")]
+    work = args.work / label
+
+    runs = [
+        run_one(label, config, s, seed, work, args.restart) for s in strategies for seed in seeds
+    ]
+    argv_used = argv if argv is not None else sys.argv[1:]
+    command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in argv_used)
+    report = {
+        "benchmark": label,
+        "description": bench.description,
+        "command": command,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "config": config,
+        "strategies": strategies,
+        "seeds": seeds,
+        "runs": runs,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        target = RESULTS / f"{label}-{run['strategy']}-s{run['seed']}.png"
+        target.write_bytes(Path(run.pop("heatmap_src")).read_bytes())
+        run["heatmap"] = target.name
+    (RESULTS / f"{label}.json").write_text(
+        json.dumps(report, ensure_ascii=False, indent=1, default=str) + "\n", "utf-8"
+    )
+    (RESULTS / f"{label}.md").write_text(render_benchmark(report), "utf-8")
+    refresh_readme(RESULTS, ROOT / "benchmarks" / "README.md")
+    print(f"wrote {RESULTS / (label + '.md')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Benchmark definitions: a base run config, the strategies compared, and a --quick variant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark: ``config`` is a partial run config (YAML-shaped), ``quick`` the overrides
+    that make it finish in minutes (fewer epochs, a fixed subsample)."""
+
+    name: str
+    description: str
+    config: dict[str, Any]
+    strategies: list[str] = field(default_factory=lambda: ["finetune", "joint"])
+    quick: dict[str, Any] = field(default_factory=dict)
+
+
+TINY = {"encoder": "tiny-random", "bilstm": True, "crf": True}
+E5 = {"encoder": "e5-small", "max_length": 64, "trim_vocab": True}
+
+BENCHMARKS = {
+    b.name: b
+    for b in [
+        Benchmark(
+            "cluener-fg2pg2-tiny",
+            "CLUENER, 10 types, FG-2-PG-2 (5 steps), small random BERT + BiLSTM-CRF: the "
+            "protocol's smoke benchmark (no pretrained encoder)",
+            {
+                "data": {"preset": "cluener2020"},
+                "stream": {"fg": 2, "pg": 2},
+                "model": TINY,
+                "train": {"epochs": 2, "batch_size": 32, "lr": 1e-3, "head_lr": 2e-3},
+            },
+            quick={"data": {"max_train": 3000}, "train": {"epochs": 1}},
+        ),
+        Benchmark(
+            "cluener-fg2pg2",
+            "CLUENER, 10 types, FG-2-PG-2 (5 steps), e5-small",
+            {
+                "data": {"preset": "cluener2020"},
+                "stream": {"fg": 2, "pg": 2},
+                "model": E5,
+                "train": {"epochs": 3, "batch_size": 32, "lr": 5e-5, "head_lr": 1e-3},
+            },
+            quick={"data": {"max_train": 3000, "max_test": 600}, "train": {"epochs": 1}},
+        ),
+        Benchmark(
+            "cluener-fg1pg1",
+            "CLUENER, FG-1-PG-1 (10 steps), e5-small",
+            {
+                "data": {"preset": "cluener2020"},
+                "stream": {"fg": 1, "pg": 1},
+                "model": E5,
+                "train": {"epochs": 3, "batch_size": 32, "lr": 5e-5, "head_lr": 1e-3},
+            },
+            quick={"data": {"max_train": 3000, "max_test": 600}, "train": {"epochs": 1}},
+        ),
+        Benchmark(
+            "conll03-fg1pg1",
+            "CoNLL-2003, FG-1-PG-1 (4 steps), minilm-l6, scored like the CFNER papers "
+            "(micro and macro F1 averaged over steps)",
+            {
+                "data": {"preset": "conll2003"},
+                "stream": {"fg": 1, "pg": 1},
+                "model": {"encoder": "minilm-l6", "max_length": 96, "trim_vocab": True},
+                "train": {"epochs": 3, "batch_size": 32, "lr": 5e-5, "head_lr": 1e-3},
+            },
+            quick={"data": {"max_train": 3000, "max_test": 800}, "train": {"epochs": 1}},
+        ),
+        Benchmark(
+            "joint-cluener",
+            "Plain joint training of e5-small on all of CLUENER (one step, 10 types), dev F1 "
+            "after every epoch: the ceiling for every continual method",
+            {
+                "data": {"preset": "cluener2020"},
+                "stream": {"fg": 10, "pg": 1},
+                "model": {**E5, "crf": True},
+                "train": {
+                    "epochs": 10,
+                    "batch_size": 32,
+                    "lr": 5e-5,
+                    "head_lr": 1e-3,
+                    "eval_each_epoch": True,
+                },
+            },
+            strategies=["joint"],
+            quick={
+                "data": {"max_train": 3000, "max_dev": 500, "max_test": 600},
+                "train": {"epochs": 2},
+            },
+        ),
+    ]
+}
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge (``extra`` wins)."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

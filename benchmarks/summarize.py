@@ -1,0 +1,169 @@
+"""Markdown for benchmark results: one page per benchmark, one summary table in the README."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from diancang.evaluation.matrix import ResultMatrix
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per run: the headline numbers, and ratios to joint (same seed) when present."""
+    out = []
+    joint = {r["seed"]: r for r in report["runs"] if r["strategy"] == "joint"}
+    finetune = {r["seed"]: r for r in report["runs"] if r["strategy"] == "finetune"}
+    for r in report["runs"]:
+        s, m = r["summary"], r["meta"]
+        secs = m.get("train_seconds_per_step", [])
+        row = {
+            "strategy": r["strategy"],
+            "seed": r["seed"],
+            "final_micro": s["final"]["micro"],
+            "final_macro": s["final"]["macro"],
+            "avg_micro": s["averaged"]["micro"],
+            "avg_macro": s["averaged"]["macro"],
+            "forgetting": s["forgetting"],
+            "sec_per_step": _mean(secs),
+            "sent_per_sec": m.get("sentences_per_second"),
+            "peak_mb": m.get("peak_memory_mb"),
+        }
+        j, f = joint.get(r["seed"]), finetune.get(r["seed"])
+        if j and j["summary"]["final"]["macro"]:
+            row["final_macro_vs_joint"] = s["final"]["macro"] / j["summary"]["final"]["macro"]
+        if f and row["sec_per_step"] and _mean(f["meta"].get("train_seconds_per_step", [])):
+            row["time_vs_finetune"] = row["sec_per_step"] / _mean(
+                f["meta"]["train_seconds_per_step"]
+            )
+        out.append(row)
+    return out
+
+
+def comparison_table(report: dict[str, Any]) -> list[str]:
+    """The headline table (F1 in percent)."""
+
+    def num(x: float | None, fmt: str) -> str:
+        return "–" if x is None else format(x, fmt)
+
+    lines = [
+        "| strategy | seed | final micro | final macro | avg micro | avg macro | forgetting "
+        "| final macro / joint | s/step | s/step vs finetune | sentences/s | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows(report):
+        cells = [
+            r["strategy"],
+            str(r["seed"]),
+            *(_pct(r[k]) for k in ("final_micro", "final_macro", "avg_micro", "avg_macro")),
+            _pct(r["forgetting"]),
+            num(r.get("final_macro_vs_joint"), ".2f"),
+            num(r["sec_per_step"], ".1f"),
+            num(r.get("time_vs_finetune"), ".2f"),
+            num(r["sent_per_sec"], ".1f"),
+            num(r["peak_mb"], ".0f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def task_table(matrix: ResultMatrix) -> list[str]:
+    """Step x task F1 (percent), rows after each step."""
+    tasks = matrix.task_matrix()
+    names = [", ".join(t) for t in matrix.step_types]
+    lines = ["| after step | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for i, row in enumerate(tasks):
+        cells = ["–" if v != v else f"{100 * v:.1f}" for v in row]
+        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_benchmark(report: dict[str, Any]) -> str:
+    """The page ``benchmarks/results/<name>.md``."""
+    first = report["runs"][0]["meta"] if report["runs"] else {}
+    machine = first.get("machine", {})
+    out = [
+        f"# {report['benchmark']}",
+        "",
+        report["description"],
+        "",
+        f"- command: `{report['command']}`",
+        f"- date: {report['date']}; git commit: {first.get('git_commit')}",
+        f"- machine: {machine.get('cpu_count')} CPU cores, torch threads "
+        f"{machine.get('torch_threads')}, GPU: {machine.get('cuda') or 'none'}, "
+        f"torch {machine.get('torch')}, {machine.get('platform')}",
+        f"- data: {first.get('dataset')}, training sentences per step {first.get('train_sizes')}",
+        f"- protocol: {first.get('protocol')}, type order {first.get('type_order')}",
+        f"- encoder: {first.get('encoder')}; epochs per step: {first.get('epochs')}; "
+        f"seeds: {report['seeds']}" + ("; **quick mode**" if report.get("quick") else ""),
+        "",
+        "F1 in percent, strict entity level, on the test set of all types seen so far. "
+        "Forgetting: F1 right after a type's step minus its final F1, averaged over old types.",
+        "",
+        *comparison_table(report),
+        "",
+    ]
+    for r in report["runs"]:
+        matrix = ResultMatrix.from_dict(r["matrix"])
+        out += [
+            f"## {r['strategy']} (seed {r['seed']})",
+            "",
+            "Per step micro / macro F1: "
+            + ", ".join(
+                f"{100 * a:.1f} / {100 * b:.1f}"
+                for a, b in zip(matrix.micro, matrix.macro, strict=True)
+            ),
+            "",
+            *task_table(matrix),
+            "",
+            f"![{r['strategy']} heatmap]({r['heatmap']})",
+            "",
+        ]
+        for k, epochs in enumerate(r["meta"].get("dev_per_epoch") or []):
+            if epochs:
+                out += [
+                    f"Dev F1 per epoch, step {k + 1}:",
+                    "",
+                    "| epoch | dev micro | dev macro | seconds |",
+                    "|---|---|---|---|",
+                ]
+                out += [
+                    f"| {e['epoch']} | {_pct(e['dev_micro'])} | {_pct(e['dev_macro'])} | "
+                    f"{e['seconds']} |"
+                    for e in epochs
+                ]
+                out.append("")
+    return "\n".join(out)
+
+
+def refresh_readme(results: Path, readme: Path) -> None:
+    """Rewrite the table between the markers in ``readme`` from every result JSON."""
+    lines = [
+        "| benchmark | strategy | final micro | final macro | avg micro | avg macro | "
+        "forgetting | s/step | sentences/s | details |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted(results.glob("*.json")):
+        report = json.loads(path.read_text("utf-8"))
+        for r in rows(report):
+            sps = "–" if r["sec_per_step"] is None else f"{r['sec_per_step']:.1f}"
+            lines.append(
+                f"| {report['benchmark']} | {r['strategy']} (s{r['seed']}) | "
+                f"{_pct(r['final_micro'])} | {_pct(r['final_macro'])} | {_pct(r['avg_micro'])} | "
+                f"{_pct(r['avg_macro'])} | {_pct(r['forgetting'])} | {sps} | "
+                f"{r['sent_per_sec'] or '–'} | [{path.stem}](results/{path.stem}.md) |"
+            )
+    text = readme.read_text("utf-8") if readme.is_file() else f"# Benchmarks\n\n{START}\n{END}\n"
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    readme.write_text(head + START + "\n" + "\n".join(lines) + "\n" + END + tail, "utf-8")
