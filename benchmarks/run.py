@@ -22,6 +22,7 @@ import yaml
 
 from benchmarks.specs import BENCHMARKS, merge
 from benchmarks.summarize import refresh_readme, render_benchmark
+from diancang.config import parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -72,6 +73,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--strategies", default=None, help="comma list (default: the benchmark's)")
     p.add_argument("--seeds", default="1", help="comma list of seeds (default: 1)")
     p.add_argument("--restart", action="store_true", help="ignore finished runs")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted config override for every run (e.g. model.keep_layers=6); repeatable",
+    )
+    p.add_argument("--tag", default="", help="suffix of the result name (with --set)")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench", help="run folders")
     args = p.parse_args(argv)
 
@@ -81,7 +90,15 @@ def main(argv: list[str] | None = None) -> None:
     preset = config["data"]["preset"]
     if data_dir is not None and not preset.startswith("msra") and preset != "demo":
         config = merge(config, {"data": {"dir": str(data_dir / preset)}})
-    label = args.name + ("-quick" if args.quick else "")
+    for key, value in parse_overrides(args.set):
+        tree: dict[str, Any] = {}
+        node = tree
+        *parents, leaf = key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = value
+        config = merge(config, tree)
+    label = args.name + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
     strategies = args.strategies.split(",") if args.strategies else bench.strategies
     seeds = [int(s) for s in args.seeds.split(",")]
     work = args.work / label

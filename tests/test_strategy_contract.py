@@ -20,7 +20,13 @@ def tiny_run(tmp_path, names, epochs=2, **extra):
         {
             "output_dir": str(tmp_path / "run"),
             "strategies": names,
-            "train": {"epochs": epochs, "batch_size": 8, "progress": False, "head_lr": 3e-3},
+            "train": {
+                "epochs": epochs,
+                "batch_size": 8,
+                "progress": False,
+                "head_lr": 3e-3,
+                "lr": 1e-3,
+            },
             **extra,
         }
     )

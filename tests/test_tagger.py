@@ -127,3 +127,16 @@ def test_trimmed_vocab_and_truncated_layers_roundtrip(tmp_path):
     assert loaded.spec.kept_ids == kept and len(loaded.encoder.encoder.layer) == 1
     tokens = [s.tokens for s in data]
     assert loaded.predict_tags(tokens) == model.predict_tags(tokens)
+
+
+def test_trimming_ignores_a_mask_token_at_the_end_of_the_vocabulary():
+    # XLM-R puts <mask> last (id 250001): trimming must not keep every id below it.
+    from transformers import BertTokenizer
+
+    from diancang.model.features import TokenEncoder
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *"甲乙丙丁", *[f"w{i}" for i in range(50)]]
+    vocab = {w: i for i, w in enumerate([*words, "[MASK]"])}
+    enc = TokenEncoder(BertTokenizer(vocab=vocab), lang="zh", max_length=16)
+    assert enc.special_ids() == [0, 1, 2, 3]
+    assert enc.used_ids([["乙", "丁"]]) == [0, 1, 2, 3, 5, 7]

@@ -151,7 +151,10 @@ class Learner:
         for epoch in range(tc.epochs):
             for batch in loader:
                 out = model(**batch)
-                loss = ctx.model.loss(out, batch["labels"], batch["word_mask"])
+                labels = batch["labels"]
+                for strat, c in pairs:
+                    labels = strat.targets(c, batch, out, labels)
+                loss = ctx.model.loss(out, labels, batch["word_mask"])
                 terms: dict[str, torch.Tensor] = {}
                 for strat, c in pairs:
                     terms.update(
@@ -164,6 +167,8 @@ class Learner:
                 opt.step()
                 sched.step()
                 opt.zero_grad()
+                for strat, c in pairs:
+                    strat.after_update(c)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 bar.update(1)
             if tc.eval_each_epoch and self.is_main and ctx.step.dev:
@@ -185,6 +190,10 @@ class Learner:
                     scores.macro_f1,
                 )
         bar.close()
+        for strat, c in pairs:
+            weights = strat.final_weights(c)
+            if weights is not None:
+                ctx.model.load_state_dict(weights, strict=False)
         seconds = time.perf_counter() - start
         acc.wait_for_everyone()
         acc.free_memory()

@@ -76,9 +76,14 @@ def load_pretrained_encoder(name: str) -> tuple[Any, Any]:
     Raises a :class:`ConfigError` saying how to provide the encoder when it cannot be found.
     """
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     target = resolve_name(name)
     local = Path(target).expanduser()
+    # The pooler is never used (the tagger drops it): hide transformers' "pooler MISSING" report.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         if local.exists():
             tokenizer = AutoTokenizer.from_pretrained(str(local))
@@ -93,14 +98,18 @@ def load_pretrained_encoder(name: str) -> tuple[Any, Any]:
             fix="give a local Hugging Face model directory (model.encoder=/path/to/dir), a short "
             f"name among {encoder_sources.names()}, or 'tiny-random'; Hub downloads need network",
         ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     return model, tokenizer
 
 
 def trim_embeddings(encoder: Any, kept_ids: list[int]) -> None:
     """Keep only the rows ``kept_ids`` (sorted tokenizer ids) of the input embedding matrix.
 
-    Ids below the largest special id must all be kept (see ``TokenEncoder.special_ids``) so the
-    padding id keeps its row number and nothing else in the model's config has to change.
+    All ids up to the largest of the pad/unk/CLS/SEP ids must be kept (see
+    ``TokenEncoder.special_ids``) so the padding id keeps its row number and nothing else in the
+    model's config has to change.
     """
     import torch
     from torch import nn

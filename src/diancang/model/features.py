@@ -86,8 +86,12 @@ class TokenEncoder:
         return ids
 
     def special_ids(self) -> list[int]:
-        """Every id up to the largest special token id (kept by vocabulary trimming)."""
-        top = max(int(i) for i in self.tokenizer.all_special_ids)
+        """Every id up to the largest of the pad, unknown, CLS and SEP ids: what vocabulary
+        trimming always keeps, so those ids keep their row numbers. (Other specials such as
+        XLM-R's ``<mask>`` = 250001 are not used for tagging.)"""
+        if self.id_map is not None:
+            raise ValueError("special_ids needs an untrimmed encoder")
+        top = max(self.pad_id, self.unk_id, self.cls_id, self.sep_id)
         return list(range(top + 1))
 
     def used_ids(self, sentences: Iterable[Sequence[str]]) -> list[int]:

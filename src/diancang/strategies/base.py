@@ -4,9 +4,15 @@ A strategy never mutates the learner. Per step the learner calls, for each strat
 
 1. ``train_data(ctx, data) -> data``: the step's training sentences, transformed (e.g. ``joint``
    adds all earlier data fully labelled; a replay strategy adds its memory).
-2. ``loss_terms(ctx, batch, out) -> {name: scalar tensor}``: extra loss terms, added to the base
-   loss for every training batch (e.g. distillation from ``ctx.previous``).
-3. ``end_step(ctx) -> state``: JSON-serialisable state handed back as ``ctx.state`` at the next
+2. Per training batch:
+   ``targets(ctx, batch, out, labels) -> labels``: the word labels (B, W) the base loss is
+   computed on (e.g. ``distill`` sets ``O`` tokens to -100 and distils them instead);
+   ``loss_terms(ctx, batch, out) -> {name: scalar tensor}``: extra loss terms added to the base
+   loss (e.g. distillation from ``ctx.previous``);
+   ``after_update(ctx)``: called after each optimizer step (e.g. ``ema`` updates its average).
+3. ``final_weights(ctx) -> state dict | None``: weights to load into the model before it is
+   evaluated and saved (e.g. ``ema``'s average).
+4. ``end_step(ctx) -> state``: JSON-serialisable state handed back as ``ctx.state`` at the next
    step (and saved in checkpoints, so a resumed run gets it too).
 
 Hyperparameters are a pydantic ``Params`` model per strategy (unknown keys rejected), filled from
@@ -93,6 +99,23 @@ class Strategy:
         """Extra loss terms for one batch (scalars, already weighted)."""
         return {}
 
+    def targets(
+        self,
+        ctx: StepContext,
+        batch: dict[str, torch.Tensor],
+        out: TaggerOutput,
+        labels: torch.Tensor,
+    ) -> torch.Tensor:
+        """The labels (B, W) of the base loss for this batch (-100: not in the base loss)."""
+        return labels
+
+    def after_update(self, ctx: StepContext) -> None:
+        """Called after every optimizer step."""
+
+    def final_weights(self, ctx: StepContext) -> dict[str, torch.Tensor] | None:
+        """A state dict (or part of one) to load into the model when the step's training ends."""
+        return None
+
     def end_step(self, ctx: StepContext) -> dict[str, Any]:
         """State to carry to the next step (JSON-serialisable)."""
         return dict(ctx.state)
@@ -100,7 +123,10 @@ class Strategy:
 
 #: The strategy registry; built-ins are imported on first lookup.
 strategies: Registry[type[Strategy]] = Registry(
-    "strategy", builtins=("diancang.strategies.finetune", "diancang.strategies.joint")
+    "strategy",
+    builtins=tuple(
+        f"diancang.strategies.{m}" for m in ("finetune", "joint", "distill", "ema", "fgm")
+    ),
 )
 
 

@@ -1,0 +1,73 @@
+"""``distill``: ExtendNER (Monaikul et al., AAAI 2021), learning without forgetting for NER.
+
+The previous step's model is the teacher. Tokens labelled with a new type are learned with
+cross-entropy; tokens labelled ``O`` (which may be old-type entities, unlabelled here) are not in
+the cross-entropy: the student's probabilities of the old labels there are matched to the
+teacher's by KL divergence with a temperature.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from diancang.model.tagger import TaggerOutput
+from diancang.strategies.base import StepContext, Strategy, strategies
+
+
+def old_label_kl(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    mask: torch.Tensor,
+    t_student: float = 1.0,
+    t_teacher: float = 1.0,
+) -> torch.Tensor:
+    """Mean over masked tokens of KL(p_teacher || q_student[:C_old]).
+
+    student (B, W, C), teacher (B, W, C_old) logits, mask (B, W) bool. ``q_student`` is the
+    softmax over all C labels, sliced to the first C_old (the old labels, same ids in both).
+    """
+    if not bool(mask.any()):
+        return student.sum() * 0.0
+    log_q = torch.log_softmax(student[mask] / t_student, dim=-1)[:, : teacher.shape[-1]]
+    p = torch.softmax(teacher[mask] / t_teacher, dim=-1)
+    return (p * (torch.log(p.clamp_min(1e-12)) - log_q)).sum(-1).mean()
+
+
+@strategies.register("distill", version=1)
+class Distill(Strategy):
+    """ExtendNER/LwF: cross-entropy on new-type tokens, KL to the previous model on O tokens."""
+
+    name = "distill"
+    needs_previous = True
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        weight: float = Field(1.0, ge=0, description="Weight of the distillation term.")
+        t_student: float = Field(1.0, gt=0, description="Softmax temperature of the student.")
+        t_teacher: float = Field(1.0, gt=0, description="Softmax temperature of the teacher.")
+
+    params: Params
+
+    def targets(
+        self,
+        ctx: StepContext,
+        batch: dict[str, torch.Tensor],
+        out: TaggerOutput,
+        labels: torch.Tensor,
+    ) -> torch.Tensor:
+        if ctx.previous is None:
+            return labels
+        return labels.masked_fill(labels == 0, -100)  # O tokens are distilled, not labelled
+
+    def loss_terms(
+        self, ctx: StepContext, batch: dict[str, torch.Tensor], out: TaggerOutput
+    ) -> dict[str, torch.Tensor]:
+        if ctx.previous is None:
+            return {}
+        with torch.no_grad():
+            teacher = ctx.previous(**batch).logits
+        mask = batch["word_mask"] & (batch["labels"] == 0)
+        p = self.params
+        kl = old_label_kl(out.logits, teacher, mask, p.t_student, p.t_teacher)
+        return {"kl": p.weight * kl}

@@ -1,0 +1,76 @@
+"""Each strategy's own maths on hand-made inputs."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from diancang.data.record import spans_to_bio
+from diancang.errors import ConfigError
+from diancang.strategies.distill import Distill, old_label_kl
+from diancang.strategies.ema import EMA
+from diancang.strategies.fgm import FGM
+from tests.test_tagger import make_tagger
+from tests.toy import toy_sentences
+
+
+def test_old_label_kl_hand_value():
+    teacher = torch.zeros(1, 1, 2)  # p = (1/2, 1/2) over O, B-A
+    student = torch.zeros(1, 1, 3)  # q = (1/3, 1/3, 1/3) over O, B-A, I-A
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    # KL = sum_i 1/2 * (log 1/2 - log 1/3) = log(3/2)
+    assert old_label_kl(student, teacher, mask).item() == pytest.approx(math.log(1.5), abs=1e-6)
+    # A confident, agreeing student: KL near 0 on the old labels' share.
+    student2 = torch.tensor([[[5.0, 5.0, -20.0]]])
+    assert old_label_kl(student2, teacher, mask).item() == pytest.approx(0.0, abs=1e-6)
+    assert old_label_kl(student, teacher, torch.zeros(1, 1, dtype=torch.bool)).item() == 0.0
+
+
+def test_distill_ignores_o_tokens_in_the_base_loss_only_with_a_teacher():
+    labels = torch.tensor([[0, 3, 4, 0, -100]])
+    d = Distill()
+    with_teacher = SimpleNamespace(previous=object())
+    assert d.targets(with_teacher, {}, None, labels).tolist() == [[-100, 3, 4, -100, -100]]
+    assert d.targets(SimpleNamespace(previous=None), {}, None, labels) is labels
+
+
+def test_ema_average_by_hand():
+    module = torch.nn.Linear(1, 1, bias=False)
+    ctx = SimpleNamespace(model=module)
+    ema = EMA()
+    with torch.no_grad():
+        module.weight.fill_(0.0)
+    ema.after_update(ctx)  # starts the average at the current weights
+    with torch.no_grad():
+        module.weight.fill_(1.0)
+    ema.after_update(ctx)  # n = 1: decay = min(0.995, 2 / 11)
+    decay = 2 / 11
+    weights = ema.final_weights(ctx)
+    assert weights["weight"].item() == pytest.approx(1 - decay)
+    assert ema.final_weights(ctx) is None  # the average is handed over once
+
+
+def test_fgm_adds_an_adversarial_loss_and_restores_the_embeddings():
+    data = [s.keep_types(["PER", "LOC"]) for s in toy_sentences(6)]
+    model = make_tagger(data, ["PER", "LOC"])
+    batch = model.batch([s.tokens for s in data])
+
+    labels = [model.label_ids(spans_to_bio(len(s.tokens), s.spans)) for s in data]
+    batch["labels"] = torch.full_like(batch["word_mask"], -100, dtype=torch.long)
+    for i, row in enumerate(labels):
+        batch["labels"][i, : len(row)] = torch.tensor(row)
+    model.eval()  # no dropout: the comparison below is deterministic
+    out = model(**batch)
+    base = model.loss(out, batch["labels"], batch["word_mask"]).item()
+    before = model.encoder.get_input_embeddings().weight.detach().clone()
+    terms = FGM(FGM.Params(epsilon=0.5)).loss_terms(SimpleNamespace(model=model), batch, out)
+    assert torch.equal(model.encoder.get_input_embeddings().weight, before)
+    assert terms["adv"].item() > base  # moving along the gradient raises the loss
+    assert terms["adv"].requires_grad
+
+    model.encoder.get_input_embeddings().weight.requires_grad_(False)
+    with pytest.raises(ConfigError, match="freeze_embeddings"):
+        FGM().loss_terms(SimpleNamespace(model=model), batch, out)
