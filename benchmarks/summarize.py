@@ -134,12 +134,12 @@ def render_benchmark(report: dict[str, Any]) -> str:
                 out += [
                     f"Dev F1 per epoch, step {k + 1}:",
                     "",
-                    "| epoch | dev micro | dev macro | seconds |",
+                    "| epoch | dev micro | dev macro | train seconds |",
                     "|---|---|---|---|",
                 ]
                 out += [
                     f"| {e['epoch']} | {_pct(e['dev_micro'])} | {_pct(e['dev_macro'])} | "
-                    f"{e['seconds']} |"
+                    f"{e['train_seconds']} |"
                     for e in epochs
                 ]
                 out.append("")

@@ -74,3 +74,32 @@ def test_fgm_adds_an_adversarial_loss_and_restores_the_embeddings():
     model.encoder.get_input_embeddings().weight.requires_grad_(False)
     with pytest.raises(ConfigError, match="freeze_embeddings"):
         FGM().loss_terms(SimpleNamespace(model=model), batch, out)
+
+
+def test_herding_picks_the_expected_exemplars():
+    from diancang.strategies.exemplars import herding
+
+    x = torch.tensor([[0.0], [10.0], [4.0], [6.0], [5.0]])  # mean 5
+    # 5 first; then 4 (ties with 6 go to the lower index); then 6 brings the mean back to 5.
+    assert herding(x, 3, normalize=False) == [4, 2, 3]
+    assert herding(x, 10, normalize=False)[:3] == [4, 2, 3]  # k > n: every row, once
+    assert sorted(herding(x, 10, normalize=False)) == [0, 1, 2, 3, 4]
+    # Normalised 2-d features: the two rows pointing along the mean direction come first.
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 2.0]])
+    assert set(herding(y, 2)) == {2, 3}
+
+
+def test_exemplar_memory_is_bounded_and_replayed(tmp_path):
+    from tests.test_strategy_contract import tiny_run
+
+    learner, stream = tiny_run(tmp_path, ["exemplars"], epochs=1)
+    learner.strategies[0].params.per_type = 2
+    learner.run()
+    memory = learner.progress.states["exemplars"]["memory"]
+    assert len({m["index"] for m in memory}) == len(memory)  # no sentence twice
+    n_types = len(stream.order)
+    assert len(memory) <= 2 * n_types + 5 * len(stream.steps)
+    for m in memory:  # each stored sentence keeps its own step's types
+        step = learner.assignment[m["index"]]
+        assert m["types"] == stream.steps[step].new_types
+        assert learner.pool[m["index"]].types() <= set(stream.order)

@@ -148,20 +148,10 @@ class Learner:
             total=total, desc=f"step {ctx.step.index}", disable=None if show else True, leave=False
         )
         self.epoch_scores = []
+        eval_seconds = 0.0
         for epoch in range(tc.epochs):
             for batch in loader:
-                out = model(**batch)
-                labels = batch["labels"]
-                for strat, c in pairs:
-                    labels = strat.targets(c, batch, out, labels)
-                loss = ctx.model.loss(out, labels, batch["word_mask"])
-                terms: dict[str, torch.Tensor] = {}
-                for strat, c in pairs:
-                    terms.update(
-                        {f"{strat.name}.{k}": v for k, v in strat.loss_terms(c, batch, out).items()}
-                    )
-                for value in terms.values():
-                    loss = loss + value
+                loss = self._batch_loss(pairs, model, batch)
                 acc.backward(loss)
                 acc.clip_grad_norm_(model.parameters(), tc.grad_clip)
                 opt.step()
@@ -172,32 +162,55 @@ class Learner:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 bar.update(1)
             if tc.eval_each_epoch and self.is_main and ctx.step.dev:
-                scores = evaluate(ctx.model, ctx.step.dev, ctx.step.new_types, tc.eval_batch_size)
+                eval_seconds += self._epoch_eval(ctx, epoch, time.perf_counter() - start)
                 model.train()
-                self.epoch_scores.append(
-                    {
-                        "epoch": epoch + 1,
-                        "dev_micro": scores.f1,
-                        "dev_macro": scores.macro_f1,
-                        "seconds": round(time.perf_counter() - start, 2),
-                    }
-                )
-                logger.info(
-                    "step %d epoch %d: dev micro %.4f macro %.4f",
-                    ctx.step.index,
-                    epoch + 1,
-                    scores.f1,
-                    scores.macro_f1,
-                )
         bar.close()
         for strat, c in pairs:
             weights = strat.final_weights(c)
             if weights is not None:
                 ctx.model.load_state_dict(weights, strict=False)
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start - eval_seconds
         acc.wait_for_everyone()
         acc.free_memory()
         return seconds, len(loader.dataset) * tc.epochs
+
+    def _batch_loss(
+        self, pairs: list[tuple[Strategy, StepContext]], model: Any, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Base loss on the strategies' targets plus every strategy's extra terms (scalar)."""
+        out = model(**batch)
+        labels = batch["labels"]
+        for strat, c in pairs:
+            labels = strat.targets(c, batch, out, labels)
+        tagger = pairs[0][1].model
+        loss = tagger.loss(out, labels, batch["word_mask"])
+        for strat, c in pairs:
+            for value in strat.loss_terms(c, batch, out).values():
+                loss = loss + value
+        return loss
+
+    def _epoch_eval(self, ctx: StepContext, epoch: int, elapsed: float) -> float:
+        """Score the step's dev set after an epoch (kept in ``epoch_scores``); returns the
+        seconds it took, which are not training time."""
+        began = time.perf_counter()
+        tc = self.config.train
+        scores = evaluate(ctx.model, ctx.step.dev, ctx.step.new_types, tc.eval_batch_size)
+        self.epoch_scores.append(
+            {
+                "epoch": epoch + 1,
+                "dev_micro": scores.f1,
+                "dev_macro": scores.macro_f1,
+                "train_seconds": round(elapsed, 2),
+            }
+        )
+        logger.info(
+            "step %d epoch %d: dev micro %.4f macro %.4f",
+            ctx.step.index,
+            epoch + 1,
+            scores.f1,
+            scores.macro_f1,
+        )
+        return time.perf_counter() - began
 
     # ----------------------------------------------------------------------------- the run
     def run(self, restart: bool = False) -> ResultMatrix:

@@ -125,7 +125,8 @@ class Strategy:
 strategies: Registry[type[Strategy]] = Registry(
     "strategy",
     builtins=tuple(
-        f"diancang.strategies.{m}" for m in ("finetune", "joint", "distill", "ema", "fgm")
+        f"diancang.strategies.{m}"
+        for m in ("finetune", "joint", "distill", "ema", "fgm", "exemplars")
     ),
 )
 

@@ -1,0 +1,97 @@
+"""``exemplars``: a bounded replay memory chosen by herding (iCaRL, Rebuffi et al. 2017).
+
+At the end of each step, for every new type, the ``per_type`` sentences of that step whose
+entity features best track the type's mean feature (herding) are stored, plus ``all_o`` sentences
+with no entity. Later steps train on their own data plus the memory; a stored sentence keeps the
+labels it had in its own step. The memory holds sentence ids only (in ``ctx.state``), so it is
+saved with every checkpoint and bounded by ``per_type x types + all_o x steps`` sentences.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from diancang.data.record import Sentence
+from diancang.model.tagger import Tagger
+from diancang.strategies.base import StepContext, Strategy, strategies
+
+
+def herding(features: torch.Tensor, k: int, normalize: bool = True) -> list[int]:
+    """Indices of ``k`` rows of ``features`` (n, d), in the order chosen: each pick makes the
+    running mean of the picked rows closest to the mean of all rows (rows L2-normalised first)."""
+    x = torch.nn.functional.normalize(features, dim=1) if normalize else features
+    target = x.mean(0)
+    available = torch.ones(len(x), dtype=torch.bool)
+    total = torch.zeros_like(target)
+    chosen: list[int] = []
+    for i in range(1, min(k, len(x)) + 1):
+        dist = ((target - (total + x) / i) ** 2).sum(1)
+        dist[~available] = float("inf")
+        j = int(dist.argmin())
+        chosen.append(j)
+        available[j] = False
+        total += x[j]
+    return chosen
+
+
+@torch.no_grad()
+def entity_features(
+    model: Tagger, sentences: list[Sentence], label: str, batch_size: int = 64
+) -> torch.Tensor:
+    """(n, H): per sentence, the mean word feature over its mentions of type ``label``."""
+    was_training = model.training
+    model.eval()
+    rows = []
+    for lo in range(0, len(sentences), batch_size):
+        chunk = sentences[lo : lo + batch_size]
+        batch = model.batch([s.tokens for s in chunk])
+        feats = model(**batch).features  # (B, W, H)
+        n_words = feats.shape[1]
+        for i, s in enumerate(chunk):
+            words = [w for sp in s.spans if sp.label == label for w in range(sp.start, sp.end)]
+            words = [w for w in words if w < n_words] or [0]
+            rows.append(feats[i, words].mean(0))
+    model.train(was_training)
+    return torch.stack(rows) if rows else torch.zeros(0, 1)
+
+
+@strategies.register("exemplars", version=1)
+class Exemplars(Strategy):
+    """Replay memory of k sentences per type, chosen by herding on entity features."""
+
+    name = "exemplars"
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        per_type: int = Field(5, ge=1, description="Sentences kept per entity type.")
+        all_o: int = Field(5, ge=0, description="Sentences without entities kept per step.")
+
+    params: Params
+
+    def train_data(self, ctx: StepContext, data: list[Sentence]) -> list[Sentence]:
+        memory = ctx.state.get("memory", [])
+        return data + [ctx.pool[m["index"]].keep_types(m["types"]) for m in memory]
+
+    def end_step(self, ctx: StepContext) -> dict[str, list[dict[str, object]]]:
+        memory = list(ctx.state.get("memory", []))
+        step = ctx.step
+        mine = [i for i, a in enumerate(ctx.assignment) if a == step.index]
+        stored = {m["index"] for m in memory}
+        picked: list[int] = []
+        for label in step.new_types:
+            candidates = [i for i in mine if label in ctx.pool[i].types()]
+            if not candidates:
+                continue
+            feats = entity_features(ctx.model, [ctx.pool[i] for i in candidates], label)
+            picked += [candidates[j] for j in herding(feats, self.params.per_type)]
+        empty = [i for i in mine if not ctx.pool[i].spans]
+        rng = random.Random(ctx.config.seed * 7919 + step.index)
+        picked += rng.sample(empty, min(self.params.all_o, len(empty)))
+        for i in picked:
+            if i not in stored:
+                stored.add(i)
+                memory.append({"index": i, "types": list(step.new_types)})
+        return {"memory": memory}
