@@ -155,6 +155,8 @@ def refresh_readme(results: Path, readme: Path) -> None:
     ]
     for path in sorted(results.glob("*.json")):
         report = json.loads(path.read_text("utf-8"))
+        if "runs" not in report:  # e.g. encoder-speed.json, which has its own table
+            continue
         for r in rows(report):
             sps = "–" if r["sec_per_step"] is None else f"{r['sec_per_step']:.1f}"
             lines.append(
@@ -163,6 +165,12 @@ def refresh_readme(results: Path, readme: Path) -> None:
                 f"{_pct(r['avg_macro'])} | {_pct(r['forgetting'])} | {sps} | "
                 f"{r['sent_per_sec'] or '–'} | [{path.stem}](results/{path.stem}.md) |"
             )
+    lines += ["", "Heatmaps (step x type F1):", ""]
+    for path in sorted(results.glob("*.json")):
+        report = json.loads(path.read_text("utf-8"))
+        for r in report.get("runs", []):
+            name = f"{report['benchmark']} {r['strategy']} (s{r['seed']})"
+            lines.append(f"- {name}: ![{name}](results/{r['heatmap']})")
     text = readme.read_text("utf-8") if readme.is_file() else f"# Benchmarks\n\n{START}\n{END}\n"
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)

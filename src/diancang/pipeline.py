@@ -126,12 +126,19 @@ def model_factory(
 
 
 def git_commit() -> str:
-    """The current git commit of the working directory ("unknown" outside a checkout)."""
+    """The current git commit ("-dirty" if tracked files changed; "unknown" outside git)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
         )
-        return out.stdout.strip() or "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        commit = out.stdout.strip()
+        return (commit + ("-dirty" if dirty.stdout.strip() else "")) or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
