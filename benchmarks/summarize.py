@@ -163,7 +163,8 @@ def refresh_readme(results: Path, readme: Path) -> None:
                 f"| {report['benchmark']} | {r['strategy']} (s{r['seed']}) | "
                 f"{_pct(r['final_micro'])} | {_pct(r['final_macro'])} | {_pct(r['avg_micro'])} | "
                 f"{_pct(r['avg_macro'])} | {_pct(r['forgetting'])} | {sps} | "
-                f"{r['sent_per_sec'] or '–'} | [{path.stem}](results/{path.stem}.md) |"
+                f"{'–' if r['sent_per_sec'] is None else format(r['sent_per_sec'], '.1f')} | "
+                f"[{path.stem}](results/{path.stem}.md) |"
             )
     lines += ["", "Heatmaps (step x type F1):", ""]
     for path in sorted(results.glob("*.json")):

@@ -102,4 +102,33 @@ def test_exemplar_memory_is_bounded_and_replayed(tmp_path):
     for m in memory:  # each stored sentence keeps its own step's types
         step = learner.assignment[m["index"]]
         assert m["types"] == stream.steps[step].new_types
-        assert learner.pool[m["index"]].types() <= set(stream.order)
+    # Replay: the memory is appended, each sentence labelled with its own step's types only.
+    strategy = learner.strategies[0]
+    ctx = SimpleNamespace(state={"memory": memory}, pool=learner.pool)
+    replayed = strategy.train_data(ctx, [])
+    assert len(replayed) == len(memory)
+    for sent, m in zip(replayed, memory, strict=True):
+        assert sent.tokens == learner.pool[m["index"]].tokens
+        assert sent.types() <= set(m["types"])
+
+
+def test_cpfd_pseudo_labels_and_weights_by_hand():
+    from diancang.strategies.cpfd import normalized_entropy, pooled_feature_loss, pseudo_label
+
+    # Old labels O, B-A, I-A (C_old = 3); the new type's B-X is label 3.
+    teacher = torch.tensor([[[0.0, 10.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    labels = torch.tensor([[0, 0, 3]])
+    thresholds = torch.tensor([0.5, 0.5, 0.5])
+    assert normalized_entropy(teacher.softmax(-1))[0, 1].item() == pytest.approx(1.0)
+    out, weights = pseudo_label(teacher, labels, thresholds, min_factor=0.5, type_balance=True)
+    # Confident O -> teacher's B-A; uncertain O -> ignored; the new label stays.
+    assert out.tolist() == [[1, -100, 3]]
+    factor = 0.5  # one of the two O tokens is certain
+    balance = 0.5 + 1 / (1 + math.exp(-1.0))  # one old token for one new token
+    assert weights[0, 0].item() == pytest.approx(factor * balance)
+    assert weights[0, 2].item() == pytest.approx(factor)
+
+    h = (torch.randn(2, 4, 8), torch.randn(2, 4, 8))
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    assert pooled_feature_loss(h, h, mask).item() == 0.0
+    assert pooled_feature_loss(h, (h[0], h[1] + 1.0), mask).item() > 0.0

@@ -162,7 +162,8 @@ class Learner:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 bar.update(1)
             if tc.eval_each_epoch and self.is_main and ctx.step.dev:
-                eval_seconds += self._epoch_eval(ctx, epoch, time.perf_counter() - start)
+                elapsed = time.perf_counter() - start - eval_seconds
+                eval_seconds += self._epoch_eval(ctx, epoch, elapsed)
                 model.train()
         bar.close()
         for strat, c in pairs:
@@ -178,7 +179,8 @@ class Learner:
         self, pairs: list[tuple[Strategy, StepContext]], model: Any, batch: dict[str, torch.Tensor]
     ) -> torch.Tensor:
         """Base loss on the strategies' targets plus every strategy's extra terms (scalar)."""
-        out = model(**batch)
+        hidden = any(strat.needs_hidden_states for strat, _ in pairs)
+        out = model(**batch, output_hidden_states=hidden)
         labels = batch["labels"]
         for strat, c in pairs:
             labels = strat.targets(c, batch, out, labels)

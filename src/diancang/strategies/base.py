@@ -73,6 +73,8 @@ class Strategy:
     Params: ClassVar[type[BaseModel]] = NoParams
     #: Whether the learner must keep a frozen copy of the previous step's model as ``previous``.
     needs_previous: ClassVar[bool] = False
+    #: Whether ``out.hidden_states`` (every encoder layer) must be computed in training.
+    needs_hidden_states: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -126,7 +128,7 @@ strategies: Registry[type[Strategy]] = Registry(
     "strategy",
     builtins=tuple(
         f"diancang.strategies.{m}"
-        for m in ("finetune", "joint", "distill", "ema", "fgm", "exemplars")
+        for m in ("finetune", "joint", "distill", "ema", "fgm", "exemplars", "cpfd")
     ),
 )
 
