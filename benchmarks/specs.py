@@ -21,6 +21,25 @@ class Benchmark:
 TINY = {"encoder": "tiny-random", "bilstm": True, "crf": True}
 E5 = {"encoder": "e5-small", "max_length": 64, "trim_vocab": True}
 
+TRAIN_PRETRAINED = {"epochs": 3, "batch_size": 32, "lr": 5e-5, "head_lr": 1e-3}
+
+
+def cluener_e5(fg: int, pg: int) -> Benchmark:
+    """CLUENER with e5-small under FG-``fg``-PG-``pg``."""
+    steps = 1 + (10 - fg) // pg
+    return Benchmark(
+        f"cluener-fg{fg}pg{pg}",
+        f"CLUENER, 10 types, FG-{fg}-PG-{pg} ({steps} steps), e5-small",
+        {
+            "data": {"preset": "cluener2020"},
+            "stream": {"fg": fg, "pg": pg},
+            "model": E5,
+            "train": TRAIN_PRETRAINED,
+        },
+        quick={"data": {"max_train": 3000, "max_test": 600}, "train": {"epochs": 1}},
+    )
+
+
 BENCHMARKS = {
     b.name: b
     for b in [
@@ -36,28 +55,8 @@ BENCHMARKS = {
             },
             quick={"data": {"max_train": 3000}, "train": {"epochs": 1}},
         ),
-        Benchmark(
-            "cluener-fg2pg2",
-            "CLUENER, 10 types, FG-2-PG-2 (5 steps), e5-small",
-            {
-                "data": {"preset": "cluener2020"},
-                "stream": {"fg": 2, "pg": 2},
-                "model": E5,
-                "train": {"epochs": 3, "batch_size": 32, "lr": 5e-5, "head_lr": 1e-3},
-            },
-            quick={"data": {"max_train": 3000, "max_test": 600}, "train": {"epochs": 1}},
-        ),
-        Benchmark(
-            "cluener-fg1pg1",
-            "CLUENER, FG-1-PG-1 (10 steps), e5-small",
-            {
-                "data": {"preset": "cluener2020"},
-                "stream": {"fg": 1, "pg": 1},
-                "model": E5,
-                "train": {"epochs": 3, "batch_size": 32, "lr": 5e-5, "head_lr": 1e-3},
-            },
-            quick={"data": {"max_train": 3000, "max_test": 600}, "train": {"epochs": 1}},
-        ),
+        cluener_e5(fg=2, pg=2),
+        cluener_e5(fg=1, pg=1),
         Benchmark(
             "conll03-fg1pg1",
             "CoNLL-2003, FG-1-PG-1 (4 steps), minilm-l6, scored like the CFNER papers "
@@ -66,7 +65,7 @@ BENCHMARKS = {
                 "data": {"preset": "conll2003"},
                 "stream": {"fg": 1, "pg": 1},
                 "model": {"encoder": "minilm-l6", "max_length": 96, "trim_vocab": True},
-                "train": {"epochs": 3, "batch_size": 32, "lr": 5e-5, "head_lr": 1e-3},
+                "train": TRAIN_PRETRAINED,
             },
             quick={"data": {"max_train": 3000, "max_test": 800}, "train": {"epochs": 1}},
         ),

@@ -1,0 +1,72 @@
+"""The benchmark harness's pure parts: spec merging, result pages, the README table."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.specs import BENCHMARKS, merge
+from benchmarks.summarize import END, START, refresh_readme, render_benchmark
+from diancang.config import build_config
+
+
+def report(strategy_f1: dict[str, float]) -> dict:
+    runs = []
+    for strategy, f1 in strategy_f1.items():
+        runs.append(
+            {
+                "strategy": strategy,
+                "seed": 1,
+                "heatmap": f"x-{strategy}-s1.png",
+                "summary": {
+                    "final": {"micro": f1, "macro": f1},
+                    "averaged": {"micro": f1, "macro": f1},
+                    "forgetting": 0.1,
+                },
+                "meta": {"train_seconds_per_step": [10.0, 30.0], "sentences_per_second": 5.0},
+                "matrix": {
+                    "step_types": [["A"], ["B"]],
+                    "per_type": [{"A": 0.5}, {"A": 0.4, "B": f1}],
+                    "micro": [0.5, f1],
+                    "macro": [0.5, f1],
+                },
+            }
+        )
+    return {
+        "benchmark": "x",
+        "description": "d",
+        "command": "c",
+        "date": "t",
+        "seeds": [1],
+        "runs": runs,
+    }
+
+
+def test_merge_is_recursive_and_specs_are_valid():
+    merged = merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}, "d": 4})
+    assert merged == {"a": {"b": 1, "c": 3}, "d": 4}
+    for bench in BENCHMARKS.values():  # every spec (and its quick variant) is a valid run config
+        build_config(bench.config)
+        build_config(merge(bench.config, bench.quick))
+
+
+def test_page_has_ratio_to_joint_and_time_relative_to_finetune():
+    page = render_benchmark(report({"finetune": 0.2, "joint": 0.8}))
+    row = next(line for line in page.splitlines() if line.startswith("| finetune"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2:4] == ["20.0", "20.0"]  # final micro, final macro (percent)
+    assert cells[7] == "0.25"  # final macro / joint
+    assert cells[9] == "1.00"  # s/step vs finetune
+
+
+def test_readme_table_skips_other_json(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "x.json").write_text(json.dumps(report({"joint": 0.8})), "utf-8")
+    (results / "encoder-speed.json").write_text(json.dumps({"rows": []}), "utf-8")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# B\n\n{START}\nold\n{END}\ntail\n", "utf-8")
+    refresh_readme(results, readme)
+    text = readme.read_text("utf-8")
+    assert "old" not in text and text.endswith("tail\n")
+    assert "| x | joint (s1) | 80.0 | 80.0 |" in text
+    assert "encoder-speed" not in text
