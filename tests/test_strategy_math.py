@@ -132,3 +132,14 @@ def test_cpfd_pseudo_labels_and_weights_by_hand():
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
     assert pooled_feature_loss(h, h, mask).item() == 0.0
     assert pooled_feature_loss(h, (h[0], h[1] + 1.0), mask).item() > 0.0
+
+
+def test_weight_align_rescales_new_rows_to_the_old_norm():
+    from diancang.strategies.weight_align import aligned_head
+
+    # Rows: O, B-A, I-A (old, norm 2), B-B, I-B (new, norm 4).
+    w = torch.tensor([[9.0, 0.0], [2.0, 0.0], [0.0, 2.0], [4.0, 0.0], [0.0, 4.0]])
+    out = aligned_head(w, old_rows=[1, 2], new_rows=[3, 4])
+    assert out[3:].norm(dim=1).tolist() == [2.0, 2.0]  # gamma = 2 / 4
+    assert torch.equal(out[:3], w[:3])  # O and old rows untouched
+    assert torch.equal(aligned_head(w, [], [3, 4]), w)  # the first step: nothing to align

@@ -128,7 +128,7 @@ strategies: Registry[type[Strategy]] = Registry(
     "strategy",
     builtins=tuple(
         f"diancang.strategies.{m}"
-        for m in ("finetune", "joint", "distill", "ema", "fgm", "exemplars", "cpfd")
+        for m in ("finetune", "joint", "distill", "ema", "fgm", "exemplars", "cpfd", "weight_align")
     ),
 )
 
