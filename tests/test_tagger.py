@@ -140,3 +140,27 @@ def test_trimming_ignores_a_mask_token_at_the_end_of_the_vocabulary():
     enc = TokenEncoder(BertTokenizer(vocab=vocab), lang="zh", max_length=16)
     assert enc.special_ids() == [0, 1, 2, 3]
     assert enc.used_ids([["乙", "丁"]]) == [0, 1, 2, 3, 5, 7]
+
+
+def test_crf_loss_with_unknown_labels_is_the_partial_likelihood():
+
+    data = toy_sentences(2)
+    model = make_tagger(data, ["PER"], crf=True)
+    torch.manual_seed(0)
+    logits = torch.randn(1, 3, 3)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    out = type("O", (), {"logits": logits})()
+    full = torch.tensor([[1, 2, 0]])
+    # Fully labelled: the ordinary CRF negative log-likelihood.
+    assert torch.allclose(
+        model.loss(out, full, mask), model.crf.neg_log_likelihood(logits, full, mask)
+    )
+    # Middle word unknown: -log of the summed probability of the paths that agree elsewhere.
+    partial = torch.tensor([[1, -100, 0]])
+    nll_all = [
+        model.crf.neg_log_likelihood(logits, torch.tensor([[1, c, 0]]), mask) for c in range(3)
+    ]
+    expected = -torch.logsumexp(-torch.stack(nll_all), 0)
+    assert torch.allclose(model.loss(out, partial, mask), expected, atol=1e-4)
+    # Nothing known: no loss (not an all-O target).
+    assert model.loss(out, torch.full((1, 3), -100), mask).item() == 0.0

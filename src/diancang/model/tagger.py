@@ -153,18 +153,35 @@ class Tagger(nn.Module):
     ) -> torch.Tensor:
         """Cross-entropy (or CRF negative log-likelihood) of ``labels`` (B, W); -100 is ignored."""
         if self.crf is not None:
-            # The CRF scores whole sentences: a -100 inside a sentence is scored as ``O`` (id 0).
-            rows = word_mask.any(1)
-            if not bool(rows.any()):
-                return out.logits.sum() * 0.0
-            return self.crf.neg_log_likelihood(
-                out.logits[rows], labels[rows].clamp(min=0), word_mask[rows]
-            )
+            return self._crf_partial_nll(out.logits, labels, word_mask)
         if not bool((labels != -100).any()):
             return out.logits.sum() * 0.0  # nothing to learn from in this batch (not NaN)
         return nn.functional.cross_entropy(
             out.logits.reshape(-1, out.logits.shape[-1]), labels.reshape(-1), ignore_index=-100
         )
+
+    def _crf_partial_nll(
+        self, logits: torch.Tensor, labels: torch.Tensor, word_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """CRF negative log-likelihood of the known labels, mean over sentences.
+
+        A word labelled -100 may take any label: the loss is ``log Z - log Z_known``, where
+        ``Z_known`` sums the scores of every path that agrees with the known labels (for a fully
+        labelled sentence that is the usual path score). logits (B, W, C), labels/mask (B, W).
+        """
+        assert self.crf is not None
+        rows = word_mask.any(1) & ((labels != -100) & word_mask).any(1)
+        if not bool(rows.any()):
+            return logits.sum() * 0.0
+        em, lab, mask = logits[rows], labels[rows], word_mask[rows]
+        known = (lab != -100) & mask
+        if bool((known == mask).all()):
+            return self.crf.neg_log_likelihood(em, lab.clamp(min=0), mask)
+        one_hot = nn.functional.one_hot(lab.clamp(min=0), em.shape[-1]).bool()
+        allowed = one_hot | ~known.unsqueeze(-1)
+        constrained = em.masked_fill(~allowed, -1e4)
+        nll = self.crf.log_partition(em, mask) - self.crf.log_partition(constrained, mask)
+        return nll.sum() / rows.sum()
 
     def decode(self, out: TaggerOutput, word_mask: torch.Tensor) -> list[list[int]]:
         """Best label ids per word (Viterbi with a CRF, else argmax), one list per row."""
