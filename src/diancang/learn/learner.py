@@ -130,6 +130,7 @@ class Learner:
         acc = self.accelerator
         tc = self.config.train
         ctx = ctxs[0]
+        start = time.perf_counter()  # the strategies' data hooks count as training time
         pairs = list(zip(self.strategies, ctxs, strict=True))
         data = list(ctx.step.train)
         for strat, c in pairs:
@@ -138,7 +139,6 @@ class Learner:
         opt, sched = self._optimizer(ctx.model, len(loader))
         model, opt, loader, sched = acc.prepare(ctx.model, opt, loader, sched)
         model.train()
-        start = time.perf_counter()
         total = len(loader) * tc.epochs
         show = tc.progress and self.is_main
         from tqdm.auto import tqdm
