@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from benchmarks.run import RESULTS, ROOT, default_data_dir
+from benchmarks.run import RESULTS, ROOT
 from diancang.config import build_config
-from diancang.data.presets import load_preset
+from diancang.data.presets import default_data_dir, load_preset
 from diancang.model.features import collate
 from diancang.pipeline import git_commit, model_factory
 

@@ -9,6 +9,7 @@ table in ``benchmarks/README.md``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shlex
@@ -22,16 +23,11 @@ import yaml
 
 from benchmarks.specs import BENCHMARKS, merge
 from benchmarks.summarize import refresh_readme, render_benchmark
-from diancang.config import parse_overrides
+from diancang.config import parse_overrides, set_dotted
+from diancang.data.presets import default_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def default_data_dir() -> Path | None:
-    """``../shared/data`` beside the repository, when it exists."""
-    candidate = ROOT.parent / "shared" / "data"
-    return candidate if candidate.is_dir() else None
 
 
 def run_one(
@@ -90,14 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     preset = config["data"]["preset"]
     if data_dir is not None and not preset.startswith("msra") and preset != "demo":
         config = merge(config, {"data": {"dir": str(data_dir / preset)}})
+    config = copy.deepcopy(config)  # the specs' dicts are shared constants
     for key, value in parse_overrides(args.set):
-        tree: dict[str, Any] = {}
-        node = tree
-        *parents, leaf = key.split(".")
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[leaf] = value
-        config = merge(config, tree)
+        set_dotted(config, key, value)
     label = args.name + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
     strategies = args.strategies.split(",") if args.strategies else bench.strategies
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -127,7 +127,8 @@ class RunConfig(_Section):
     )
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``tree["a"]["b"] = value`` for ``dotted == "a.b"``, creating sections as needed."""
     keys = dotted.split(".")
     node = tree
     for k in keys[:-1]:
@@ -174,7 +175,7 @@ def build_config(
     """Validate a raw mapping (plus dotted overrides) into a :class:`RunConfig`."""
     tree = dict(data)
     for key, value in parse_overrides(list(overrides)):
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
