@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from benchmarks.run import RESULTS, ROOT
+from benchmarks.summarize import replace_block
 from diancang.config import build_config
 from diancang.data.presets import default_data_dir, load_preset
 from diancang.model.features import collate
@@ -128,12 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
     ]
     (RESULTS / "encoder-speed.md").write_text("\n".join(md), "utf-8")
-    readme = ROOT / "benchmarks" / "README.md"
-    text = readme.read_text("utf-8")
-    if START in text:
-        head, _, rest = text.partition(START)
-        _, _, tail = rest.partition(END)
-        readme.write_text(head + START + "\n" + "\n".join(table) + "\n" + END + tail, "utf-8")
+    replace_block(ROOT / "benchmarks" / "README.md", START, END, table)
 
 
 if __name__ == "__main__":

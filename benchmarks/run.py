@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import os
 import shlex
@@ -30,6 +31,23 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+def benchmark_config(
+    name: str, quick: bool, data_dir: Path | None, sets: list[str]
+) -> dict[str, Any]:
+    """The run config of benchmark ``name`` (its quick variant if asked), reading data from
+    ``data_dir`` (default: ../shared/data when it exists), with dotted ``sets`` applied."""
+    bench = BENCHMARKS[name]
+    config = merge(bench.config, bench.quick) if quick else dict(bench.config)
+    data_dir = data_dir or default_data_dir()
+    preset = config["data"]["preset"]
+    if data_dir is not None and not preset.startswith("msra") and preset != "demo":
+        config = merge(config, {"data": {"dir": str(data_dir / preset)}})
+    config = copy.deepcopy(config)  # the specs' dicts are shared constants
+    for key, value in parse_overrides(sets):
+        set_dotted(config, key, value)
+    return config
+
+
 def run_one(
     name: str, config: dict[str, Any], strategy: str, seed: int, work: Path, restart: bool
 ) -> dict[str, Any]:
@@ -41,7 +59,7 @@ def run_one(
             "name": name,
             "output_dir": str(out),
             "seed": seed,
-            "strategies": [strategy],
+            "strategies": strategy.split("+"),
             "train": {"progress": False},
         },
     )
@@ -57,6 +75,45 @@ def run_one(
         raise SystemExit(f"[{name}] {strategy} seed {seed} failed (exit {proc.returncode})")
     record: dict[str, Any] = json.loads((out / "results.json").read_text("utf-8"))
     record.update(strategy=strategy, seed=seed, heatmap_src=str(out / "heatmap.png"))
+    return record
+
+
+def run_ceiling(
+    name: str, config: dict[str, Any], seed: int, work: Path, restart: bool
+) -> dict[str, Any]:
+    """``joint`` as the ceiling: one model trained once on all training data with every type (a
+    single-step ``diancang run``), then scored after each step of this benchmark's stream on the
+    types seen by then (:func:`diancang.learn.evaluate.score_stream`).
+
+    The trained model depends only on data, model and training settings, so benchmarks that
+    differ in their stream alone (FG-2-PG-2 and FG-1-PG-1 of one dataset) share it.
+    """
+    from diancang.config import build_config
+    from diancang.evaluation.report import render_heatmap
+    from diancang.learn.evaluate import score_stream
+    from diancang.model.tagger import Tagger
+    from diancang.pipeline import load_data, make_stream
+
+    rc = build_config({**config, "seed": seed})
+    splits = load_data(rc)
+    sc = rc.stream
+    stream = make_stream(rc, splits)
+    once = merge(config, {"stream": {"order": stream.order, "fg": len(stream.order), "pg": 1}})
+    shared = {k: once[k] for k in ("data", "stream", "model", "train")}
+    key = hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:10]
+    record = run_one(f"ceiling-{key}", once, "joint", seed, work.parent / f"ceiling-{key}", restart)
+    run_dir = Path(record["heatmap_src"]).parent
+    model = Tagger.from_pretrained(run_dir / "model")
+    matrix = score_stream(model, stream, rc.train.eval_batch_size)
+    heatmap = work / f"joint-s{seed}-ceiling.png"
+    work.mkdir(parents=True, exist_ok=True)
+    render_heatmap(matrix, heatmap, title=f"{name}: joint (trained once on all data)")
+    record["meta"].update(
+        protocol=f"FG-{sc.fg}-PG-{sc.pg}",
+        type_order=stream.order,
+        joint_trained_once=str(run_dir),
+    )
+    record.update(matrix=matrix.to_dict(), summary=matrix.summary(), heatmap_src=str(heatmap))
     return record
 
 
@@ -81,21 +138,18 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     bench = BENCHMARKS[args.name]
-    config = merge(bench.config, bench.quick) if args.quick else dict(bench.config)
-    data_dir = args.data_dir or default_data_dir()
-    preset = config["data"]["preset"]
-    if data_dir is not None and not preset.startswith("msra") and preset != "demo":
-        config = merge(config, {"data": {"dir": str(data_dir / preset)}})
-    config = copy.deepcopy(config)  # the specs' dicts are shared constants
-    for key, value in parse_overrides(args.set):
-        set_dotted(config, key, value)
+    config = benchmark_config(args.name, args.quick, args.data_dir, args.set)
     label = args.name + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
     strategies = args.strategies.split(",") if args.strategies else bench.strategies
     seeds = [int(s) for s in args.seeds.split(",")]
     work = args.work / label
 
     runs = [
-        run_one(label, config, s, seed, work, args.restart) for s in strategies for seed in seeds
+        run_ceiling(label, config, seed, work, args.restart)
+        if s == "joint" and bench.ceiling
+        else run_one(label, config, s, seed, work, args.restart)
+        for s in strategies
+        for seed in seeds
     ]
     argv_used = argv if argv is not None else sys.argv[1:]
     command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in argv_used)

@@ -88,6 +88,17 @@ def task_table(matrix: ResultMatrix) -> list[str]:
     return lines
 
 
+def _joint_note(report: dict[str, Any]) -> list[str]:
+    if not any(r["meta"].get("joint_trained_once") for r in report["runs"]):
+        return []
+    return [
+        "`joint` is the ceiling trained **once** on all training data with every type (same "
+        "encoder, epochs and learning rates); after step k it is scored on the types seen by "
+        "step k. Its s/step is that one training's time, not a per-step cost.",
+        "",
+    ]
+
+
 def render_benchmark(report: dict[str, Any]) -> str:
     """The page ``benchmarks/results/<name>.md``."""
     first = report["runs"][0]["meta"] if report["runs"] else {}
@@ -110,6 +121,7 @@ def render_benchmark(report: dict[str, Any]) -> str:
         "F1 in percent, strict entity level, on the test set of all types seen so far. "
         "Forgetting: F1 right after a type's step minus its final F1, averaged over old types.",
         "",
+        *_joint_note(report),
         *comparison_table(report),
         "",
     ]
@@ -172,7 +184,15 @@ def refresh_readme(results: Path, readme: Path) -> None:
         for r in report.get("runs", []):
             name = f"{report['benchmark']} {r['strategy']} (s{r['seed']})"
             lines.append(f"- {name}: ![{name}](results/{r['heatmap']})")
-    text = readme.read_text("utf-8") if readme.is_file() else f"# Benchmarks\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    readme.write_text(head + START + "\n" + "\n".join(lines) + "\n" + END + tail, "utf-8")
+    replace_block(readme, START, END, lines)
+
+
+def replace_block(readme: Path, start: str, end: str, lines: list[str]) -> None:
+    """Put ``lines`` between the ``start`` and ``end`` markers of ``readme`` (markers appended
+    when missing, the file created when absent)."""
+    text = readme.read_text("utf-8") if readme.is_file() else "# Benchmarks\n"
+    if start not in text:
+        text = text.rstrip("\n") + f"\n\n{start}\n{end}\n"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    readme.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + tail, "utf-8")

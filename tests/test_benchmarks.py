@@ -70,3 +70,40 @@ def test_readme_table_skips_other_json(tmp_path):
     assert "old" not in text and text.endswith("tail\n")
     assert "| x | joint (s1) | 80.0 | 80.0 |" in text
     assert "encoder-speed" not in text
+
+
+def test_benchmark_config_applies_overrides_without_touching_the_specs(tmp_path):
+    from benchmarks.run import benchmark_config
+
+    before = json.dumps(BENCHMARKS["cluener-fg2pg2"].config, sort_keys=True)
+    cfg = benchmark_config("cluener-fg2pg2", True, tmp_path, ["model.keep_layers=6"])
+    assert cfg["model"]["keep_layers"] == 6 and cfg["data"]["dir"] == str(tmp_path / "cluener2020")
+    assert cfg["data"]["max_train"] == 3000  # the quick variant
+    assert json.dumps(BENCHMARKS["cluener-fg2pg2"].config, sort_keys=True) == before
+    build_config(cfg)
+
+
+def test_sweep_table_has_one_row_per_value():
+    from benchmarks.sweep import render
+
+    def row(value, f1, relabelled):
+        summary = {k: {"micro": f1, "macro": f1 / 2} for k in ("final", "averaged")}
+        return {"value": value, "summary": summary, "meta": {}, "relabelled": relabelled}
+
+    page = render(
+        {
+            "label": "x-sweep",
+            "benchmark": "x",
+            "strategy": "relabel_o",
+            "param": "threshold",
+            "score_on": "dev",
+            "quick": True,
+            "seed": 1,
+            "command": "c",
+            "date": "d",
+            "rows": [row(0.9, 0.5, [0, 12]), row(1.0, 0.4, [0, 3])],
+        }
+    )
+    assert "| 0.9 | 50.0 | 25.0 | 50.0 | 25.0 | 0, 12 |" in page
+    assert "| 1.0 | 40.0 | 20.0 | 40.0 | 20.0 | 0, 3 |" in page
+    assert "scored on the **dev** split" in page

@@ -13,9 +13,10 @@ from tests.test_tagger import make_tagger
 from tests.toy import toy_sentences
 
 
-def tiny_run(tmp_path, names, epochs=2, **extra):
+def tiny_run(tmp_path, names, epochs=2, dev=False, **extra):
     train, test = toy_sentences(42, seed=1), toy_sentences(14, seed=2)
-    stream = build_stream(train, [], test, order=["LOC", "PER", "ORG"], fg=1, pg=1, seed=1)
+    held = toy_sentences(21, seed=3) if dev else []
+    stream = build_stream(train, held, test, order=["LOC", "PER", "ORG"], fg=1, pg=1, seed=1)
     cfg = build_config(
         {
             "output_dir": str(tmp_path / "run"),
@@ -84,3 +85,18 @@ class TestStrategyContract:
         cls.Params()  # every hyperparameter has a default
         with pytest.raises(Exception, match=r"unknown_key|Extra"):
             cls.from_config({"unknown_key": 1})
+
+
+def test_compositions_run_and_carry_their_state(tmp_path):
+    params = {"relabel_o": {"mode": "nn", "t_nn": 0.5}}
+    learner, _ = tiny_run(tmp_path / "a", ["relabel_o", "distill", "ema"], strategy_params=params)
+    learner.run()
+    assert learner.progress is not None
+    relabelled = learner.progress.states["relabel_o"]["relabelled"]
+    assert len(relabelled) == 3 and relabelled[0] == 0  # nothing to relabel at the first step
+    params = {"exemplars": {"classifier": "nme"}}
+    learner, _ = tiny_run(tmp_path / "b", ["exemplars", "bic"], dev=True, strategy_params=params)
+    learner.run()
+    assert learner.progress is not None
+    held_out = learner.progress.states["bic"]["held_out"]
+    assert {sp[2] for s in held_out for sp in s["spans"]} == {"LOC", "PER", "ORG"}

@@ -143,3 +143,136 @@ def test_weight_align_rescales_new_rows_to_the_old_norm():
     assert out[3:].norm(dim=1).tolist() == [2.0, 2.0]  # gamma = 2 / 4
     assert torch.equal(out[:3], w[:3])  # O and old rows untouched
     assert torch.equal(aligned_head(w, [], [3, 4]), w)  # the first step: nothing to align
+
+
+def test_bic_fit_moves_the_new_logits_below_the_old_ones():
+    from diancang.strategies.bic import fit_bias
+
+    # Labels: O=0, old=1, new=2. The new column is inflated: every old word reads as new.
+    logits = torch.tensor([[0.0, 2.0, 3.0]] * 4 + [[0.0, 0.0, 3.0]] * 4 + [[2.0, 0.0, 1.0]] * 4)
+    gold = torch.tensor([1] * 4 + [2] * 4 + [0] * 4)
+    assert (logits.argmax(1) == gold).float().mean() < 0.7
+    alpha, beta = fit_bias(logits, gold, new_rows=[2], steps=300)
+    corrected = logits.clone()
+    corrected[:, 2] = alpha * logits[:, 2] + beta
+    assert bool((corrected.argmax(1) == gold).all())
+    assert 0 < alpha * 3 + beta < 2  # between the O score of new words and the old score
+
+
+def test_bic_rescales_only_new_rows_from_the_second_step(tmp_path):
+    from diancang.strategies.bic import BiC, _to_json
+
+    train = toy_sentences(20)
+    model = make_tagger(train, ["LOC", "PER"])
+    dev = [s.keep_types(["PER"]) for s in toy_sentences(20, seed=3) if "PER" in s.types()]
+    step = SimpleNamespace(index=1, new_types=["PER"], dev=dev)
+    config = SimpleNamespace(seed=1)
+    held = [_to_json(s.keep_types(["LOC"])) for s in toy_sentences(14, seed=4)]
+    bic = BiC(BiC.Params(per_type=3))
+    first = SimpleNamespace(model=model, step=step, config=config, state={})
+    assert bic.final_weights(first) is None  # no held-out old types yet
+    ctx = SimpleNamespace(model=model, step=step, config=config, state={"held_out": held})
+    weights = bic.final_weights(ctx)
+    w0, w1 = model.head.weight.detach(), weights["head.weight"]
+    assert torch.equal(w0[:3], w1[:3])  # O, B-LOC, I-LOC unchanged
+    ratio = w1[3:] / w0[3:]
+    assert torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio), atol=1e-5)  # one alpha
+    assert len(bic.end_step(ctx)["held_out"]) == len(held) + 3
+
+
+def test_nme_head_rows_are_scaled_class_means():
+    from diancang.strategies.exemplars import nme_head
+
+    memory = [s.keep_types(["LOC"]) for s in toy_sentences(14)]
+    model = make_tagger(memory, ["LOC", "PER"])
+    out = nme_head(model, memory)
+    w0, w = model.head.weight.detach(), out["head.weight"]
+    assert torch.equal(w[3:], w0[3:])  # PER never in memory: rows kept
+    batch = model.batch([s.tokens for s in memory])
+    model.eval()
+    feats = torch.nn.functional.normalize(model(**batch).features, dim=-1)
+    rows = [
+        feats[i, j]
+        for i, s in enumerate(memory)
+        for j, tag in enumerate(spans_to_bio(len(s.tokens), s.spans))
+        if tag == "B-LOC"
+    ]
+    mean = torch.nn.functional.normalize(torch.stack(rows).mean(0), dim=0)
+    expected = w0.norm(dim=1).mean() * mean
+    assert torch.allclose(w[1], expected, atol=1e-5)
+    assert out["head.bias"][1] == 0.0
+
+
+def test_relabel_by_prototype_on_hand_made_prototypes():
+    from diancang.strategies.relabel_o import prototypes, relabel_by_prototype
+
+    # Labels: 0 = O, 1 = B-A (old). Members of A lie around (1, 0); O words around (0, 1).
+    feats = torch.tensor([[1.0, 0.1], [1.0, -0.1], [0.1, 1.0], [-0.1, 1.0]])
+    protos, tau = prototypes(feats, torch.tensor([1, 1, 0, 0]), n_labels=3)
+    assert torch.allclose(protos[1], torch.tensor([1.0, 0.0]))
+    assert tau[1].item() == pytest.approx(1 / math.sqrt(1.01))  # lowest member cosine
+    assert math.isnan(tau[2].item())  # I-A has no member, so no prototype
+    words = torch.tensor([[1.0, 0.0], [1.0, 0.5], [0.0, 1.0]])
+    # cos((1, .5), A) = 0.894 < tau = 0.995: stays O at threshold 1, relabelled at 0.85.
+    assert relabel_by_prototype(words, protos, tau, [1, 2], 1.0).tolist() == [1, -1, -1]
+    assert relabel_by_prototype(words, protos, tau, [1, 2], 0.85).tolist() == [1, 1, -1]
+
+
+def test_relabel_by_neighbour_excludes_the_word_itself():
+    from diancang.strategies.relabel_o import relabel_by_neighbour
+
+    support = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.8, 0.6]])
+    labels = torch.tensor([0, 1, 0])
+    words = torch.tensor([[0.0, 1.0], [0.9, 0.1]])
+    assert relabel_by_neighbour(words, support, labels, [1], 0.9).tolist() == [-1, 1]
+    assert relabel_by_neighbour(words, support, labels, [1], 0.999).tolist() == [-1, -1]
+    # Word 0 is support row 0: without itself its nearest is (0.8, 0.6), an O word.
+    assert relabel_by_neighbour(support[:1], support, labels, [1], 0.0, True).tolist() == [-1]
+
+
+def test_words_to_spans_repairs_a_lone_inside_tag():
+    from diancang.data.record import Span
+    from diancang.strategies.relabel_o import words_to_spans
+
+    names = ["O", "B-A", "I-A", "B-B", "I-B"]
+    assert words_to_spans([None, 2, 2, None, 1, 3, 4], names) == [
+        Span(1, 3, "A"),
+        Span(4, 5, "A"),
+        Span(5, 7, "B"),
+    ]
+
+
+def test_supervised_contrastive_hand_value():
+    from diancang.strategies.relabel_o import supervised_contrastive
+
+    # Two A words (identical) and one O word orthogonal to them, temperature 1.
+    feats = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    loss = supervised_contrastive(feats, torch.tensor([1, 1, 0]), 1.0)
+    # Each anchor: -log(e^1 / (e^1 + e^0)).
+    assert loss.item() == pytest.approx(-math.log(math.e / (math.e + 1)), abs=1e-6)
+    ignored = supervised_contrastive(feats, torch.tensor([1, -100, 0]), 1.0)
+    assert ignored.item() == 0.0  # the lone A word has no positive
+
+
+def test_cfner_causal_o_loss_by_hand():
+    from diancang.strategies.cfner import causal_o_loss
+
+    # Old labels O, B-A; all labels O, B-A, I-B. Word 0: teacher says O (plain KL);
+    # words 1 and 2: teacher says B-A (defined O), each the other's only neighbour.
+    teacher = torch.tensor([[0.0, 0.0], [0.0, 5.0], [0.0, 5.0]])
+    student = torch.zeros(3, 3)  # q = 1/3 everywhere
+    feats = torch.eye(3)
+    loss = causal_o_loss(student, teacher, feats, k=1)
+    kl0 = math.log(1.5)  # KL((1/2, 1/2) || (1/3, 1/3)) on the old labels
+    defined = -math.log(1 / 3)  # averaging two equal predictions changes nothing
+    assert loss.item() == pytest.approx((kl0 + 2 * defined) / 3, abs=1e-6)
+    # A neighbour that is sure of B-A lifts the averaged probability (and lowers the loss).
+    student2 = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [-9.0, 9.0, -9.0]])
+    lone = causal_o_loss(student2[:2], teacher[:2], feats[:2], k=1)
+    helped = causal_o_loss(student2, teacher, feats, k=1)
+    q_bar = 0.5 * (1 / 3 + torch.softmax(student2[2], 0)[1].item())
+    assert helped.item() == pytest.approx(
+        (kl0 - math.log(q_bar) - math.log(torch.softmax(student2[2], 0)[1].item() / 2 + 1 / 6)) / 3,
+        abs=1e-5,
+    )
+    assert lone.item() == pytest.approx((kl0 + defined) / 2, abs=1e-6)

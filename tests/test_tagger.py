@@ -164,3 +164,26 @@ def test_crf_loss_with_unknown_labels_is_the_partial_likelihood():
     assert torch.allclose(model.loss(out, partial, mask), expected, atol=1e-4)
     # Nothing known: no loss (not an all-O target).
     assert model.loss(out, torch.full((1, 3), -100), mask).item() == 0.0
+
+
+def test_trimming_changes_no_output_on_the_texts_it_kept():
+    """Vocabulary trimming only drops rows no kept text uses: its F1 cost is zero by design."""
+    import copy
+
+    from diancang.model.encoder import trim_embeddings
+    from diancang.model.features import TokenEncoder
+
+    data = toy_sentences(10)
+    full = make_tagger(data, ["PER", "LOC"]).eval()
+    probe = TokenEncoder(full.tokenizer, lang="zh", max_length=64)
+    kept = probe.used_ids(s.tokens for s in data)
+    enc = copy.deepcopy(full.encoder)
+    trim_embeddings(enc, kept)
+    spec = copy.deepcopy(full.spec)
+    spec.kept_ids = kept
+    trimmed = Tagger(enc, full.tokenizer, spec).eval()
+    trimmed.head.load_state_dict(full.head.state_dict())
+    tokens = [s.tokens for s in data]
+    with torch.no_grad():
+        a, b = full(**full.batch(tokens)).logits, trimmed(**trimmed.batch(tokens)).logits
+    assert torch.allclose(a, b, atol=1e-5)

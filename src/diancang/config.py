@@ -7,6 +7,7 @@ are validated by that strategy's own ``Params`` model when the run starts.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +49,10 @@ class DataConfig(_Section):
     )
     max_dev: int | None = Field(None, ge=1, description="Keep at most this many dev sentences.")
     max_test: int | None = Field(None, ge=1, description="Keep at most this many test sentences.")
+    score_on: Literal["test", "dev"] = Field(
+        "test",
+        description="The split every step is scored on: test to report, dev to tune (sweeps).",
+    )
 
 
 class StreamConfig(_Section):
@@ -156,6 +161,9 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str) and any(c.isdigit() for c in value):  # YAML 1.1: 2e-4 is a str
+            with contextlib.suppress(ValueError):
+                value = float(value)
         out.append((key.strip(), value))
     return out
 

@@ -32,7 +32,7 @@ from diancang.model.encoder import (
 from diancang.model.features import TokenEncoder
 from diancang.model.tagger import Tagger, TaggerSpec
 from diancang.strategies.base import build_strategies
-from diancang.stream import build_stream, check_assignment, save_stream
+from diancang.stream import TaskStream, build_stream, check_assignment, save_stream
 
 logger = logging.getLogger("diancang")
 
@@ -77,6 +77,15 @@ def subsample(splits: DatasetSplits, config: RunConfig) -> DatasetSplits:
     splits.dev = cut(splits.dev, dc.max_dev, 2)
     splits.test = cut(splits.test, dc.max_test, 3)
     return splits
+
+
+def make_stream(config: RunConfig, splits: DatasetSplits) -> TaskStream:
+    """The config's task stream over ``splits`` (steps scored on ``data.score_on``)."""
+    sc = config.stream
+    scored = splits.dev if config.data.score_on == "dev" else splits.test
+    return build_stream(
+        splits.train, splits.dev, scored, order=sc.order, fg=sc.fg, pg=sc.pg, seed=sc.seed
+    )
 
 
 def model_factory(
@@ -189,9 +198,7 @@ def run(config: RunConfig, restart: bool = False, command: str | None = None) ->
     strategies = build_strategies(config.strategies, config.strategy_params)
     splits = load_data(config)
     sc = config.stream
-    stream = build_stream(
-        splits.train, splits.dev, splits.test, order=sc.order, fg=sc.fg, pg=sc.pg, seed=sc.seed
-    )
+    stream = make_stream(config, splits)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(config, out / "config.yaml")
@@ -217,6 +224,7 @@ def run(config: RunConfig, restart: bool = False, command: str | None = None) ->
             "diancang_version": __version__,
             "machine": machine(),
             "dataset": splits.name,
+            "scored_on": config.data.score_on,
             "encoder": config.model.encoder,
             "strategies": config.strategies,
             "protocol": f"FG-{sc.fg}-PG-{sc.pg}",

@@ -3,18 +3,48 @@
 from __future__ import annotations
 
 from diancang.data.record import Sentence, spans_to_bio
+from diancang.evaluation.matrix import ResultMatrix
 from diancang.evaluation.metrics import Scores, entity_scores
 from diancang.model.tagger import Tagger
+from diancang.stream import TaskStream
+
+
+def _gold(sentences: list[Sentence], types: list[str]) -> list[list[str]]:
+    keep = set(types)
+    return [
+        spans_to_bio(len(s.tokens), [sp for sp in s.spans if sp.label in keep]) for s in sentences
+    ]
 
 
 def evaluate(
     model: Tagger, sentences: list[Sentence], types: list[str], batch_size: int = 64
 ) -> Scores:
     """Strict micro/macro/per-type F1 of ``model`` on ``sentences``, gold kept to ``types``."""
-    keep = set(types)
-    gold = [
-        spans_to_bio(len(s.tokens), [sp for sp in s.spans if sp.label in keep]) for s in sentences
-    ]
     pred, _ = model.predict_tags([s.tokens for s in sentences], batch_size=batch_size)
     # A prediction of a type outside ``types`` cannot be right here; it stays (a false positive).
-    return entity_scores(gold, pred, types)
+    return entity_scores(_gold(sentences, types), pred, types)
+
+
+def score_stream(model: Tagger, stream: TaskStream, batch_size: int = 64) -> ResultMatrix:
+    """The result matrix of one model that already knows every type of ``stream`` (the joint
+    ceiling trained once on all data): row ``s`` scores it on the types seen by step ``s``.
+
+    The test set is predicted once. Entities of types not yet seen at step ``s`` are left out of
+    that row on both sides (gold and predicted), so row ``s`` is what a model that learned
+    exactly the seen types perfectly separated from the rest would score at best.
+    """
+    missing = sorted(set(stream.order) - set(model.types))
+    if missing:
+        raise ValueError(f"the model does not know the stream's types {missing}")
+    test = stream.steps[-1].test  # the whole test set with every type
+    pred, _ = model.predict_tags([s.tokens for s in test], batch_size=batch_size)
+    rows = [entity_scores(_gold(test, st.seen_types), pred, st.seen_types) for st in stream.steps]
+    return ResultMatrix(
+        step_types=[st.new_types for st in stream.steps],
+        per_type=[
+            {t: sc.per_type[t].f1 for t in st.seen_types}
+            for sc, st in zip(rows, stream.steps, strict=True)
+        ],
+        micro=[sc.f1 for sc in rows],
+        macro=[sc.macro_f1 for sc in rows],
+    )

@@ -128,7 +128,19 @@ strategies: Registry[type[Strategy]] = Registry(
     "strategy",
     builtins=tuple(
         f"diancang.strategies.{m}"
-        for m in ("finetune", "joint", "distill", "ema", "fgm", "exemplars", "cpfd", "weight_align")
+        for m in (
+            "finetune",
+            "joint",
+            "distill",
+            "ema",
+            "fgm",
+            "exemplars",
+            "cpfd",
+            "weight_align",
+            "bic",
+            "relabel_o",
+            "cfner",
+        )
     ),
 )
 

@@ -5,11 +5,18 @@ entity features best track the type's mean feature (herding) are stored, plus ``
 with no entity. Later steps train on their own data plus the memory; a stored sentence keeps the
 labels it had in its own step. The memory holds sentence ids only (in ``ctx.state``), so it is
 saved with every checkpoint and bounded by ``per_type x types + all_o x steps`` sentences.
+
+With ``classifier: nme`` the head is replaced after each step by a nearest-mean-of-exemplars
+classifier: label ``c``'s row becomes the normalised mean of the normalised features of the
+memory's words labelled ``c`` (cosine NME, which a linear row computes exactly up to a per-word
+positive factor), scaled to the trained rows' mean norm so a CRF's transitions keep their weight.
+Labels with no word in memory keep their trained row.
 """
 
 from __future__ import annotations
 
 import random
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from diancang.data.record import Sentence
 from diancang.model.tagger import Tagger
 from diancang.strategies.base import StepContext, Strategy, strategies
+from diancang.strategies.words import word_outputs
 
 
 def herding(features: torch.Tensor, k: int, normalize: bool = True) -> list[int]:
@@ -58,7 +66,27 @@ def entity_features(
     return torch.stack(rows) if rows else torch.zeros(0, 1)
 
 
-@strategies.register("exemplars", version=1)
+@torch.no_grad()
+def nme_head(model: Tagger, memory: list[Sentence]) -> dict[str, torch.Tensor]:
+    """Head weight (C, H) and bias (C,): each label's row becomes the normalised mean of its
+    normalised memory word features, scaled to the current rows' mean norm, with bias 0; rows of
+    labels absent from memory are kept."""
+    weight = model.head.weight.detach().clone()
+    bias = model.head.bias.detach().clone()
+    words = word_outputs(model, memory)
+    if not words.tags:
+        return {"head.weight": weight, "head.bias": bias}
+    x = torch.nn.functional.normalize(words.features, dim=-1).to(weight.device)
+    y = words.label_ids(model.labels).to(weight.device)
+    scale = weight.norm(dim=1).mean()
+    for c in range(weight.shape[0]):
+        if bool((y == c).any()):
+            weight[c] = scale * torch.nn.functional.normalize(x[y == c].mean(0), dim=0)
+            bias[c] = 0.0
+    return {"head.weight": weight, "head.bias": bias}
+
+
+@strategies.register("exemplars", version=2)
 class Exemplars(Strategy):
     """Replay memory of k sentences per type, chosen by herding on entity features."""
 
@@ -68,14 +96,36 @@ class Exemplars(Strategy):
         model_config = ConfigDict(extra="forbid")
         per_type: int = Field(5, ge=1, description="Sentences kept per entity type.")
         all_o: int = Field(5, ge=0, description="Sentences without entities kept per step.")
+        classifier: Literal["head", "nme"] = Field(
+            "head", description="Predict with the trained head, or nearest mean of exemplars."
+        )
 
     params: Params
+
+    def __init__(self, params: BaseModel | None = None) -> None:
+        super().__init__(params)
+        self._memory: tuple[int, list[dict[str, Any]]] | None = None  # (step, memory) cache
 
     def train_data(self, ctx: StepContext, data: list[Sentence]) -> list[Sentence]:
         memory = ctx.state.get("memory", [])
         return data + [ctx.pool[m["index"]].keep_types(m["types"]) for m in memory]
 
-    def end_step(self, ctx: StepContext) -> dict[str, list[dict[str, object]]]:
+    def final_weights(self, ctx: StepContext) -> dict[str, torch.Tensor] | None:
+        if self.params.classifier == "head":
+            return None
+        memory = [ctx.pool[m["index"]].keep_types(m["types"]) for m in self._updated(ctx)]
+        return nme_head(ctx.model, memory)
+
+    def end_step(self, ctx: StepContext) -> dict[str, Any]:
+        return {"memory": self._updated(ctx)}
+
+    def _updated(self, ctx: StepContext) -> list[dict[str, Any]]:
+        """The memory after this step (computed once per step)."""
+        if self._memory is None or self._memory[0] != ctx.step.index:
+            self._memory = (ctx.step.index, self._select(ctx))
+        return self._memory[1]
+
+    def _select(self, ctx: StepContext) -> list[dict[str, Any]]:
         memory = list(ctx.state.get("memory", []))
         step = ctx.step
         mine = [i for i, a in enumerate(ctx.assignment) if a == step.index]
@@ -94,4 +144,4 @@ class Exemplars(Strategy):
             if i not in stored:
                 stored.add(i)
                 memory.append({"index": i, "types": list(step.new_types)})
-        return {"memory": memory}
+        return memory

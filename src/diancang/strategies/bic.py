@@ -1,0 +1,100 @@
+"""``bic``: Bias Correction (BiC, Wu et al., CVPR 2019) for the growable head.
+
+A head trained on one step's data favours that step's new labels. After every step from the
+second on, BiC corrects the new labels' logits as ``alpha * z + beta`` with two scalars fitted by
+cross-entropy on a small **held-out** set the model never trained on: ``per_type`` sentences per
+type kept from each step's *dev* split (with that step's labels). The correction is folded into
+the head (new rows: ``w * alpha``, ``b * alpha + beta``), so the saved model is an ordinary tagger.
+
+The held-out sentences of old steps carry only their own step's labels: a later type inside them
+reads as ``O`` (the protocol's unlabelled-entity problem, here on a few sentences).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from diancang.data.record import Sentence, Span
+from diancang.strategies.base import StepContext, Strategy, strategies
+from diancang.strategies.words import word_outputs
+
+
+def fit_bias(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    new_rows: list[int],
+    steps: int = 200,
+    lr: float = 0.05,
+) -> tuple[float, float]:
+    """``(alpha, beta)`` minimising the cross-entropy of ``labels`` (N,) under ``logits`` (N, C)
+    whose ``new_rows`` columns are replaced by ``alpha * z + beta`` (Adam from (1, 0))."""
+    params = torch.tensor([1.0, 0.0], requires_grad=True)
+    opt = torch.optim.Adam([params], lr=lr)
+    new = torch.zeros(logits.shape[1], dtype=torch.bool)
+    new[new_rows] = True
+    z = logits.detach().float()
+    for _ in range(steps):
+        corrected = torch.where(new, params[0] * z + params[1], z)
+        loss = torch.nn.functional.cross_entropy(corrected, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    alpha, beta = params.detach().tolist()
+    return float(alpha), float(beta)
+
+
+def _to_json(s: Sentence) -> dict[str, Any]:
+    return {"tokens": s.tokens, "spans": [[sp.start, sp.end, sp.label] for sp in s.spans]}
+
+
+def _from_json(d: dict[str, Any]) -> Sentence:
+    return Sentence(tokens=list(d["tokens"]), spans=[Span(a, b, str(t)) for a, b, t in d["spans"]])
+
+
+@strategies.register("bic", version=1)
+class BiC(Strategy):
+    """Fit alpha, beta on held-out dev sentences and rescale the new labels' logits (BiC)."""
+
+    name = "bic"
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        per_type: int = Field(10, ge=1, description="Held-out dev sentences kept per type.")
+        steps: int = Field(200, ge=1, description="Adam steps fitting alpha and beta.")
+        lr: float = Field(0.05, gt=0, description="Learning rate of that fit.")
+
+    params: Params
+
+    def _held_out(self, ctx: StepContext) -> list[Sentence]:
+        """This step's share of the held-out set: up to ``per_type`` dev sentences per new type."""
+        rng = random.Random(ctx.config.seed * 104729 + ctx.step.index)
+        picked: list[Sentence] = []
+        for label in ctx.step.new_types:
+            having = [s for s in ctx.step.dev if label in s.types() and s not in picked]
+            picked += rng.sample(having, min(self.params.per_type, len(having)))
+        return picked
+
+    def final_weights(self, ctx: StepContext) -> dict[str, torch.Tensor] | None:
+        old = [_from_json(d) for d in ctx.state.get("held_out", [])]
+        new = self._held_out(ctx)
+        if not old or not new:
+            return None
+        labels = ctx.model.labels
+        step_new = set(ctx.step.new_types)
+        new_rows = [i for i, lab in enumerate(labels) if lab != "O" and lab[2:] in step_new]
+        words = word_outputs(ctx.model, old + new)
+        logits, gold = words.logits, words.label_ids(labels)
+        alpha, beta = fit_bias(logits, gold, new_rows, self.params.steps, self.params.lr)
+        weight = ctx.model.head.weight.detach().clone()
+        bias = ctx.model.head.bias.detach().clone()
+        weight[new_rows] *= alpha
+        bias[new_rows] = bias[new_rows] * alpha + beta
+        return {"head.weight": weight, "head.bias": bias}
+
+    def end_step(self, ctx: StepContext) -> dict[str, Any]:
+        kept = list(ctx.state.get("held_out", []))
+        return {"held_out": kept + [_to_json(s) for s in self._held_out(ctx)]}
