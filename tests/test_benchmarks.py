@@ -107,3 +107,28 @@ def test_sweep_table_has_one_row_per_value():
     assert "| 0.9 | 50.0 | 25.0 | 50.0 | 25.0 | 0, 12 |" in page
     assert "| 1.0 | 40.0 | 20.0 | 40.0 | 20.0 | 0, 3 |" in page
     assert "scored on the **dev** split" in page
+
+
+def test_joint_ceiling_is_trained_once_and_scored_per_step(tmp_path):
+    """``run_ceiling`` on the demo data: one single-step run, a matrix with every step."""
+    from benchmarks.run import run_ceiling
+
+    config = {
+        "data": {"preset": "msra-demo", "max_train": 150, "max_test": 60},
+        "stream": {"fg": 1, "pg": 1},
+        "model": {"encoder": "tiny-random", "tiny_layers": 1, "tiny_hidden": 32},
+        "train": {"epochs": 1, "batch_size": 16},
+    }
+    work = tmp_path / "bench" / "x"
+    record = run_ceiling("x", config, 1, work, restart=False)
+    matrix = record["matrix"]
+    assert len(matrix["step_types"]) == len(matrix["micro"]) == 3  # PER, LOC, ORG one a step
+    assert record["meta"]["protocol"] == "FG-1-PG-1"
+    assert record["meta"]["train_sizes"] == [150]  # one training on every sentence
+    shared = [p.name for p in (tmp_path / "bench").iterdir()]
+    assert len([n for n in shared if n.startswith("ceiling-")]) == 1
+    again = run_ceiling(
+        "y", {**config, "stream": {"fg": 2, "pg": 1}}, 1, tmp_path / "bench" / "y", False
+    )
+    assert len(again["matrix"]["micro"]) == 2  # another protocol reuses the same model
+    assert len([p for p in (tmp_path / "bench").iterdir() if p.name.startswith("ceiling-")]) == 1

@@ -178,5 +178,14 @@ def main() -> None:
     app()
 
 
+def _register_archive_commands() -> None:
+    from diancang.cli_archive import register
+
+    register(app, user_errors)
+
+
+_register_archive_commands()
+
+
 if __name__ == "__main__":
     main()

@@ -53,7 +53,9 @@ class Learner:
     """Runs a :class:`TaskStream` with a list of strategies; see :meth:`run`.
 
     ``make_model(types)`` builds the step-0 tagger for the first step's types; ``pool`` is the
-    unmasked training set the stream was split from.
+    unmasked training set the stream was split from. With ``initial`` (a trained tagger, e.g. the
+    live version of an archive) the first step continues from it as any later step would: it is
+    the teacher (``previous``) and gains the step's types.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class Learner:
         make_model: Callable[[list[str]], Tagger],
         pool: list[Sentence],
         accelerator: Any | None = None,
+        initial: Tagger | None = None,
     ) -> None:
         from accelerate import Accelerator
 
@@ -78,6 +81,7 @@ class Learner:
                 self.assignment[i] = step
         self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         self.out = Path(config.output_dir)
+        self.initial = initial
         self.model: Tagger | None = None
         self.progress: Progress | None = None
         self.epoch_scores: list[dict[str, Any]] = []
@@ -227,6 +231,7 @@ class Learner:
         for step in steps[progress.finished :]:
             seed_everything(self.config.seed + step.index)
             previous = None
+            model = model if model is not None else self.initial
             if model is None:
                 model = self.make_model(step.new_types)
             else:

@@ -1,0 +1,172 @@
+"""``diancang`` commands over the archive: demo, serve, learn, versions, promote, rollback, diff."""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from diancang.errors import DiancangError
+
+ARCHIVE = Annotated[Path, typer.Option(help="The archive folder.")]
+DEFAULT_ARCHIVE = Path("runs/archive")
+
+
+def _echo(data: Any) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def _demo_config(epochs: int) -> Any:
+    """The embedded demo (MSRA, tiny BiLSTM-CRF) trained in one step, with cpfd for later steps."""
+    from diancang.config import load_config
+
+    path = Path(str(files("diancang") / "resources" / "demo.yaml"))
+    return load_config(path, [f"train.epochs={epochs}", "strategies=[cpfd]"])
+
+
+def register(app: typer.Typer, user_errors: Any) -> None:
+    """Add the archive commands to the ``diancang`` app."""
+
+    @app.command()
+    @user_errors
+    def demo(
+        archive: ARCHIVE = DEFAULT_ARCHIVE,
+        epochs: Annotated[int, typer.Option(help="Epochs of the first version.")] = 3,
+        host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port.")] = 8000,
+        serve: Annotated[bool, typer.Option(help="Serve after building.")] = True,
+    ) -> None:
+        """Build a first version offline (MSRA demo data, PER/LOC/ORG) and serve it."""
+        from diancang.archive import Archive
+        from diancang.incremental import bootstrap
+
+        store = Archive(archive)
+        if store.live() is None:
+            typer.echo("building the first version (a few minutes on 2 CPU cores)...")
+            outcome = bootstrap(store, _demo_config(epochs), progress=lambda f, m: typer.echo(m))
+            _echo({"version": outcome.version.id, "metrics": outcome.version.metrics})
+        if serve:
+            _serve(archive, host, port)
+
+    @app.command()
+    @user_errors
+    def serve(
+        archive: ARCHIVE = DEFAULT_ARCHIVE,
+        host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    ) -> None:
+        """Serve the archive's live version over HTTP (token: DIANCANG_TOKEN)."""
+        _serve(archive, host, port)
+
+    @app.command()
+    @user_errors
+    def learn(
+        data: Annotated[Path, typer.Option(help="Sentences annotated for the new types.")],
+        archive: ARCHIVE = DEFAULT_ARCHIVE,
+        from_version: Annotated[
+            int | None, typer.Option("--from", help="Version to start from (default: live).")
+        ] = None,
+        format: Annotated[str, typer.Option(help="jsonl or conll.")] = "jsonl",
+        strategies: Annotated[
+            str | None, typer.Option(help="Comma list of strategies (default: the version's).")
+        ] = None,
+        epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+        promote: Annotated[bool, typer.Option(help="Promote if the gate accepts.")] = False,
+    ) -> None:
+        """Learn new types from DATA on top of a version; register a candidate (and promote)."""
+        from diancang.archive import Archive
+        from diancang.incremental import learn_step
+
+        if not data.is_file():
+            raise DiancangError("data file not found", path=data, fix="give an existing file")
+        overrides: dict[str, Any] = {}
+        if strategies:
+            overrides["strategies"] = strategies.split(",")
+        if epochs is not None:
+            overrides["train"] = {"epochs": epochs}
+        store = Archive(archive)
+        outcome = learn_step(
+            store,
+            data,
+            from_version=from_version,
+            overrides=overrides,
+            data_format=format,
+            progress=lambda f, m: typer.echo(m),
+        )
+        if promote and outcome.decision["accepted"]:
+            store.promote(outcome.version.id)
+        _echo({"version": outcome.version.id, "gate": outcome.decision})
+
+    @app.command()
+    @user_errors
+    def versions(archive: ARCHIVE = DEFAULT_ARCHIVE) -> None:
+        """List the archive's versions (status, types, dev macro F1, gate)."""
+        from diancang.archive import Archive
+
+        for v in Archive(archive).versions():
+            gate = v.gate or {}
+            macro = v.metrics.get("macro")
+            typer.echo(
+                f"{v.id:>4}  {v.status:<9} parent={v.parent}  types={','.join(v.types)}  "
+                f"macro={'–' if macro is None else f'{100 * macro:.1f}'}  "
+                f"gate={'accepted' if gate.get('accepted') else 'rejected'}"
+            )
+
+    @app.command("promote")
+    @user_errors
+    def promote_cmd(
+        version: Annotated[int, typer.Argument(help="Version id.")],
+        archive: ARCHIVE = DEFAULT_ARCHIVE,
+        force: Annotated[bool, typer.Option(help="Even if the gate rejected it.")] = False,
+    ) -> None:
+        """Make VERSION live (refused when its gate decision was a rejection, unless --force)."""
+        from diancang.archive import Archive
+
+        store = Archive(archive)
+        gate = store.get(version).gate or {}
+        if not gate.get("accepted") and not force:
+            raise DiancangError(
+                f"the gate rejected version {version}: {'; '.join(gate.get('reasons', []))}",
+                fix="learn again with more data, or pass --force to promote anyway",
+            )
+        store.promote(version)
+        typer.echo(f"version {version} is live")
+
+    @app.command()
+    @user_errors
+    def rollback(archive: ARCHIVE = DEFAULT_ARCHIVE) -> None:
+        """Retire the live version and make the one before it live again."""
+        from diancang.archive import Archive
+
+        typer.echo(f"version {Archive(archive).rollback().id} is live")
+
+    @app.command()
+    @user_errors
+    def diff(
+        a: Annotated[int, typer.Argument(help="Version A.")],
+        b: Annotated[int, typer.Argument(help="Version B.")],
+        archive: ARCHIVE = DEFAULT_ARCHIVE,
+    ) -> None:
+        """What changed from A to B: types, per-type dev F1, config."""
+        from diancang.archive import Archive
+
+        _echo(Archive(archive).diff(a, b))
+
+
+def _serve(archive: Path, host: str, port: int) -> None:
+    import uvicorn
+
+    from diancang.service.app import ServiceConfig, create_app
+
+    config = ServiceConfig(archive=archive, token=os.environ.get("DIANCANG_TOKEN") or None)
+    if not config.token:
+        typer.echo(
+            "note: DIANCANG_TOKEN is not set, so learning, promotion and rollback over "
+            "HTTP are disabled"
+        )
+    typer.echo(f"serving http://{host}:{port}/ (API docs: /docs)")
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")

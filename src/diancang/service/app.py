@@ -1,0 +1,282 @@
+"""The HTTP service: recognise with the live version, learn new types, promote and roll back.
+
+``create_app(ServiceConfig(...))`` builds a FastAPI app over an :class:`~diancang.archive.Archive`.
+Reading endpoints are open; mutating ones (jobs, promote, rollback) need
+``Authorization: Bearer <token>`` and are refused when no token is configured. Bodies are
+bounded (413), each text is bounded (422 naming it), an upload is parsed strictly (422 naming the
+line), and a model is only ever loaded from the archive by version id.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import shutil
+import tempfile
+from contextlib import asynccontextmanager
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from diancang.archive import Archive, GateConfig
+from diancang.errors import DiancangError
+from diancang.model.tagger import Tagger
+from diancang.service.runtime import Batcher, Job, JobRunner, LiveModel
+
+logger = logging.getLogger("diancang.service")
+
+
+class ServiceConfig(BaseModel):
+    """Settings of the service (``diancang serve`` options; the token also from the
+    ``DIANCANG_TOKEN`` environment variable)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    archive: Path = Field(default=Path("runs/archive"), description="The archive folder.")
+    token: str | None = Field(
+        default=None, description="Bearer token for mutating endpoints.", repr=False
+    )
+    max_body_bytes: int = Field(
+        default=1_000_000, ge=1, description="Largest recognize request body."
+    )
+    max_upload_bytes: int = Field(
+        default=20_000_000, ge=1, description="Largest uploaded data file."
+    )
+    max_texts: int = Field(default=256, ge=1, description="Most texts in one recognize request.")
+    max_text_chars: int = Field(default=2000, ge=1, description="Longest single text (characters).")
+    max_batch: int = Field(default=32, ge=1, description="Most texts tagged in one forward pass.")
+    max_wait_ms: float = Field(default=5.0, ge=0, description="How long a batch waits for company.")
+    gate: GateConfig = Field(
+        default_factory=lambda: GateConfig(), description="The promotion gate."
+    )
+    learn: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Run-config overrides for learning jobs, e.g. {strategies: [cpfd]}.",
+    )
+
+
+class RecognizeRequest(BaseModel):
+    """One text or a batch."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = Field(default=None, description="A single text.")
+    texts: list[str] | None = Field(default=None, description="Several texts.")
+
+
+class PromoteRequest(BaseModel):
+    """Promotion options."""
+
+    model_config = ConfigDict(extra="forbid")
+    force: bool = Field(
+        default=False, description="Promote even if the gate rejected the candidate."
+    )
+
+
+def _static(name: str) -> str:
+    return (files("diancang") / "service" / "static" / name).read_text("utf-8")
+
+
+def create_app(config: ServiceConfig) -> FastAPI:
+    """The FastAPI application (state on ``app.state``: archive, live, batcher, jobs)."""
+    archive = Archive(config.archive)
+    live = LiveModel()
+    batcher = Batcher(live, config.max_batch, config.max_wait_ms)
+    jobs = JobRunner()
+
+    def load_live() -> None:
+        version = archive.live()
+        if version is not None and (live.current is None or live.current[0] != version.id):
+            live.swap(version.id, Tagger.from_pretrained(archive.model_dir(version.id)))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        load_live()
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(
+        title="diancang",
+        version="1",
+        description="Continual named entity recognition with a versioned archive (典藏).",
+        lifespan=lifespan,
+    )
+    app.state.archive, app.state.live, app.state.batcher, app.state.jobs = (
+        archive,
+        live,
+        batcher,
+        jobs,
+    )
+
+    def authorized(request: Request) -> None:
+        if not config.token:
+            raise HTTPException(403, "mutating endpoints are disabled: the service has no token")
+        given = request.headers.get("authorization", "")
+        expected = f"Bearer {config.token}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(401, "missing or wrong bearer token")
+
+    async def body(request: Request, limit: int) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HTTPException(413, f"body of {declared} bytes is over the limit of {limit}")
+        data = b""
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > limit:
+                raise HTTPException(413, f"body is over the limit of {limit} bytes")
+        return data
+
+    @app.exception_handler(DiancangError)
+    async def user_error(request: Request, err: DiancangError) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=422)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return _static("index.html")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        current = live.current
+        return {"status": "ok", "version": current[0] if current else None}
+
+    @app.get("/v1/stats")
+    async def stats() -> dict[str, Any]:
+        """Batching so far: requests served and forward passes run."""
+        return {
+            "requests": batcher.requests,
+            "texts": batcher.texts,
+            "batches": batcher.batches,
+            "texts_per_batch_limit": config.max_batch,
+            "max_wait_ms": config.max_wait_ms,
+        }
+
+    @app.post("/v1/recognize")
+    async def recognize_texts(request: Request) -> dict[str, Any]:
+        raw = await body(request, config.max_body_bytes)
+        try:
+            req = RecognizeRequest.model_validate_json(raw)
+        except ValueError as err:
+            raise HTTPException(422, f"body is not a recognize request: {err}") from None
+        texts = req.texts if req.texts is not None else ([req.text] if req.text is not None else [])
+        if not texts:
+            raise HTTPException(422, "give 'text' or a non-empty 'texts' list")
+        if len(texts) > config.max_texts:
+            raise HTTPException(413, f"{len(texts)} texts; at most {config.max_texts} a request")
+        for i, t in enumerate(texts):
+            if len(t) > config.max_text_chars:
+                raise HTTPException(
+                    422, f"text {i} has {len(t)} characters; at most {config.max_text_chars}"
+                )
+        if live.current is None:
+            raise HTTPException(503, "no live version yet: learn and promote one first")
+        version, results = await batcher.recognize(texts)
+        return {"version": version, "results": results}
+
+    @app.get("/v1/types")
+    async def types() -> dict[str, Any]:
+        current = live.current
+        return {
+            "version": current[0] if current else None,
+            "types": current[1].types if current else [],
+        }
+
+    @app.get("/v1/versions")
+    async def versions() -> dict[str, Any]:
+        current = live.current
+        return {
+            "live": current[0] if current else None,
+            "versions": [_summary(v.to_dict()) for v in archive.versions()],
+        }
+
+    @app.get("/v1/versions/{a}/diff/{b}")
+    async def diff(a: int, b: int) -> dict[str, Any]:
+        return archive.diff(a, b)
+
+    @app.post("/v1/jobs", dependencies=[Depends(authorized)], status_code=202)
+    async def submit(
+        request: Request, format: Literal["jsonl", "conll"] = "jsonl"
+    ) -> dict[str, Any]:
+        raw = await body(request, config.max_upload_bytes)
+        base = archive.live()
+        if base is None:
+            raise HTTPException(409, "no live version to learn from")
+        lang = str(base.config.get("data", {}).get("lang", "zh"))
+        folder = Path(tempfile.mkdtemp(prefix="upload-", dir=archive.root))
+        path = folder / f"upload.{format}"
+        path.write_bytes(raw)
+        try:
+            _check_upload(path, format, lang)
+        except HTTPException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        job = jobs.submit("learn", lambda job: _learn(job, path, format))
+        return {"job": job.id}
+
+    def _learn(job: Job, path: Path, fmt: str) -> dict[str, Any]:
+        from diancang.incremental import learn_step
+
+        def note(fraction: float, message: str) -> None:
+            job.progress = fraction
+            job.log.append(message)
+
+        try:
+            outcome = learn_step(
+                archive,
+                path,
+                overrides=config.learn,
+                gate=config.gate,
+                data_format=fmt,
+                progress=note,
+            )
+        finally:
+            shutil.rmtree(path.parent, ignore_errors=True)
+        return {"version": outcome.version.id, "decision": outcome.decision}
+
+    @app.get("/v1/jobs/{job_id}")
+    async def job_status(job_id: int) -> dict[str, Any]:
+        job = jobs.jobs.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return job.to_dict()
+
+    @app.post("/v1/versions/{version_id}/promote", dependencies=[Depends(authorized)])
+    async def promote(version_id: int, options: PromoteRequest | None = None) -> dict[str, Any]:
+        version = archive.get(version_id)
+        gate = version.gate or {}
+        if not gate.get("accepted", False) and not (options and options.force):
+            reasons = "; ".join(gate.get("reasons", [])) or "no gate decision"
+            raise HTTPException(409, f"the gate rejected version {version_id}: {reasons}")
+        tagger = Tagger.from_pretrained(archive.model_dir(version_id))  # load before the switch
+        archive.promote(version_id)
+        live.swap(version_id, tagger)
+        return {"live": version_id}
+
+    @app.post("/v1/rollback", dependencies=[Depends(authorized)])
+    async def rollback() -> dict[str, Any]:
+        version = archive.rollback()
+        live.swap(version.id, Tagger.from_pretrained(archive.model_dir(version.id)))
+        return {"live": version.id}
+
+    return app
+
+
+def _summary(v: dict[str, Any]) -> dict[str, Any]:
+    """A version without its (large) resolved config."""
+    return {k: val for k, val in v.items() if k != "config"}
+
+
+def _check_upload(path: Path, fmt: str, lang: str) -> None:
+    """Parse the upload strictly now, so a bad line is a 422 that names it, not a failed job."""
+    from diancang.data.presets import load_files
+
+    try:
+        sentences = load_files(None, None, path, format=fmt, lang=lang, strict=True).test
+    except DiancangError as err:
+        raise HTTPException(422, f"upload rejected: {err}") from None
+    if not sentences:
+        raise HTTPException(422, "upload rejected: no sentences in the file")

@@ -1,0 +1,221 @@
+"""Incremental learning over the archive, and the HTTP service on top of it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from diancang.archive import Archive
+from diancang.config import build_config
+from diancang.data.writers import write_jsonl
+from diancang.errors import DataError
+from diancang.incremental import bootstrap, learn_step
+from tests.toy import toy_sentences
+
+TRAIN = {"epochs": 12, "batch_size": 8, "lr": 3e-3, "head_lr": 5e-3, "progress": False}
+
+
+def base_config(tmp: Path):
+    data = toy_sentences(70, seed=1)
+    write_jsonl(tmp / "base.jsonl", [s.keep_types(["PER", "LOC"]) for s in data])
+    return build_config(
+        {
+            "output_dir": str(tmp / "boot"),
+            "data": {
+                "preset": None,
+                "train": str(tmp / "base.jsonl"),
+                "test": str(tmp / "base.jsonl"),
+                "format": "jsonl",
+            },
+            "model": {"tiny_layers": 1, "tiny_hidden": 32},
+            "train": TRAIN,
+            "strategies": ["distill"],
+        }
+    )
+
+
+def upload(tmp: Path, types: list[str], n: int = 40) -> Path:
+    path = tmp / f"new-{'-'.join(types)}.jsonl"
+    write_jsonl(path, [s.keep_types(types) for s in toy_sentences(n, seed=5)])
+    return path
+
+
+@pytest.fixture(scope="module")
+def archive_dir(tmp_path_factory) -> Path:
+    """An archive with version 1 (PER, LOC) live, built once for this module."""
+    tmp = tmp_path_factory.mktemp("svc")
+    outcome = bootstrap(Archive(tmp / "archive"), base_config(tmp))
+    assert outcome.version.id == 1
+    return tmp
+
+
+def fresh_copy(archive_dir: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    shutil.copytree(archive_dir / "archive", tmp_path / "archive")
+    return tmp_path / "archive"
+
+
+def test_bootstrap_then_learn_registers_a_scored_candidate(archive_dir, tmp_path):
+    store = Archive(fresh_copy(archive_dir, tmp_path))
+    first = store.live()
+    assert first is not None and first.types == ["LOC", "PER"] and first.status == "live"
+    assert set(first.metrics["per_type"]) == {"LOC", "PER"}
+    notes: list[str] = []
+    outcome = learn_step(store, upload(tmp_path, ["ORG"]), progress=lambda f, m: notes.append(m))
+    v = outcome.version
+    assert (v.id, v.parent, v.status) == (2, 1, "candidate")
+    assert v.types == ["LOC", "PER", "ORG"] and v.strategies == ["distill"]
+    assert set(v.metrics["per_type"]) == {"LOC", "PER", "ORG"}  # every retained dev set
+    assert len(v.datasets) == 2 and set(outcome.decision["deltas"]) == {"LOC", "PER"}
+    assert notes[0].startswith("loading version 1") and "gate" in notes[-1]
+    assert store.live() is not None and store.live().id == 1  # registering is not promoting
+
+
+def test_learning_data_without_a_new_type_is_refused(archive_dir, tmp_path):
+    store = Archive(fresh_copy(archive_dir, tmp_path))
+    with pytest.raises(DataError, match="names no type that version 1 lacks"):
+        learn_step(store, upload(tmp_path, ["PER"]))
+
+
+# ----------------------------------------------------------------------------- HTTP
+
+
+def client(archive: Path, token: str | None = "s3cret"):
+    from fastapi.testclient import TestClient
+
+    from diancang.service.app import ServiceConfig, create_app
+
+    config = ServiceConfig(archive=archive, token=token, max_body_bytes=20_000, max_texts=4)
+    return TestClient(create_app(config))
+
+
+AUTH = {"Authorization": "Bearer s3cret"}
+
+
+def test_recognize_types_and_limits(archive_dir, tmp_path):
+    with client(fresh_copy(archive_dir, tmp_path)) as c:
+        assert c.get("/healthz").json() == {"status": "ok", "version": 1}
+        assert c.get("/v1/types").json()["types"] == ["LOC", "PER"]
+        r = c.post("/v1/recognize", json={"texts": ["张三在北京工作", "today"]})
+        assert r.status_code == 200
+        body = r.json()
+        assert body["version"] == 1 and [x["text"] for x in body["results"]] == [
+            "张三在北京工作",
+            "today",
+        ]
+        for e in body["results"][0]["entities"]:
+            assert "张三在北京工作"[e["start"] : e["end"]] == e["text"]
+        assert c.post("/v1/recognize", json={"text": "李四"}).status_code == 200
+        r = c.post("/v1/recognize", json={"texts": ["好", "x" * 2001]})
+        assert r.status_code == 422 and "text 1" in r.json()["detail"]
+        assert c.post("/v1/recognize", json={"texts": ["a"] * 5}).status_code == 413
+        big = json.dumps({"text": "字" * 8000})
+        r = c.post("/v1/recognize", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        assert c.post("/v1/recognize", json={"texts": []}).status_code == 422
+        assert c.post("/v1/recognize", content=b"{not json").status_code == 422
+
+
+def test_mutations_need_the_token(archive_dir, tmp_path):
+    archive = fresh_copy(archive_dir, tmp_path)
+    with client(archive) as c:
+        assert c.post("/v1/rollback").status_code == 401
+        bad = {"Authorization": "Bearer wrong"}
+        assert c.post("/v1/jobs", content=b"{}", headers=bad).status_code == 401
+    with client(archive, token=None) as c:
+        assert c.post("/v1/rollback", headers=AUTH).status_code == 403
+
+
+def test_bad_upload_names_its_line(archive_dir, tmp_path):
+    with client(fresh_copy(archive_dir, tmp_path)) as c:
+        good = upload(tmp_path, ["ORG"], n=3).read_text("utf-8").splitlines()
+        text = "\n".join([good[0], "{broken", good[1]]) + "\n"
+        r = c.post("/v1/jobs", content=text.encode(), headers=AUTH)
+        assert r.status_code == 422 and ":2" in r.json()["detail"]
+
+
+def test_learn_over_http_promote_and_roll_back(archive_dir, tmp_path):
+    with client(fresh_copy(archive_dir, tmp_path)) as c:
+        data = upload(tmp_path, ["ORG"]).read_bytes()
+        r = c.post("/v1/jobs", content=data, headers=AUTH)
+        assert r.status_code == 202
+        job_id = r.json()["job"]
+        deadline = time.time() + 120
+        while (job := c.get(f"/v1/jobs/{job_id}").json())["status"] in ("queued", "running"):
+            assert time.time() < deadline, job
+            time.sleep(0.2)
+        assert job["status"] == "done", job
+        version = job["result"]["version"]
+        assert version == 2 and job["log"]
+        versions = c.get("/v1/versions").json()
+        assert versions["live"] == 1 and [v["id"] for v in versions["versions"]] == [1, 2]
+        r = c.post(f"/v1/versions/{version}/promote", json={"force": True}, headers=AUTH)
+        assert r.json() == {"live": 2}
+        assert "ORG" in c.get("/v1/types").json()["types"]
+        assert c.post("/v1/recognize", json={"text": "腾讯公司"}).json()["version"] == 2
+        assert c.post("/v1/rollback", headers=AUTH).json() == {"live": 1}
+        assert c.get("/v1/types").json()["types"] == ["LOC", "PER"]
+        d = c.get("/v1/versions/1/diff/2").json()
+        assert d  # the archive's diff of the two versions
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_promotion_under_a_burst_of_requests_loses_none(archive_dir, tmp_path):
+    """Real server on loopback: 8 threads x 25 requests while versions are swapped."""
+    import httpx
+    import uvicorn
+
+    from diancang.incremental import learn_step as learn
+    from diancang.service.app import ServiceConfig, create_app
+
+    archive = fresh_copy(archive_dir, tmp_path)
+    learn(Archive(archive), upload(tmp_path, ["ORG"]))
+    app = create_app(ServiceConfig(archive=archive, token="s3cret"))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+
+    def burst(i: int) -> list[int]:
+        seen = []
+        with httpx.Client(base_url=base, timeout=30) as h:
+            for j in range(25):
+                r = h.post("/v1/recognize", json={"texts": [f"张三在北京工作{i}{j}"]})
+                assert r.status_code == 200, r.text
+                seen.append(r.json()["version"])
+        return seen
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(burst, i) for i in range(8)]
+            with httpx.Client(base_url=base, timeout=30, headers=AUTH) as h:
+                for k in range(6):
+                    if k % 2 == 0:
+                        r = h.post("/v1/versions/2/promote", json={"force": True})
+                    else:
+                        r = h.post("/v1/rollback")
+                    assert r.status_code == 200, r.text
+            versions = [v for f in futures for v in f.result()]
+        assert len(versions) == 200 and set(versions) <= {1, 2}
+    finally:
+        server.should_exit = True
+        thread.join(10)
