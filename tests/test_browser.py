@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -56,6 +57,7 @@ try:
     from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -140,29 +142,40 @@ def _build_archive(root: Path, work: Path) -> Archive:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("browser")
-    _build_archive(tmp / "archive", tmp)
-    app = create_app(ServiceConfig(archive=tmp / "archive", token=TOKEN))
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as res:
-                if json.load(res).get("version") == 1:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline or not thread.is_alive():
+    # One torch thread: the other cores may be busy, and spinning OpenMP workers then stall
+    # every step (a second per training step was seen with two threads).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    srv: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
+    try:
+        _build_archive(tmp / "archive", tmp)
+        app = create_app(ServiceConfig(archive=tmp / "archive", token=TOKEN))
+        port = _free_port()
+        srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=srv.run, name="uvicorn-test", daemon=True)
+        thread.start()
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while not _healthy(base):
+            if time.monotonic() > deadline or not thread.is_alive():
+                pytest.fail("the service did not come up with version 1 live within 30 s")
+            time.sleep(0.1)
+        yield base
+    finally:
+        if srv is not None:
             srv.should_exit = True
-            pytest.fail("the service did not come up within 30 s")
-        time.sleep(0.1)
-    yield base
-    srv.should_exit = True
-    thread.join(timeout=10)
+        if thread is not None:
+            thread.join(timeout=10)
+        torch.set_num_threads(threads)
+
+
+def _healthy(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/healthz", timeout=2) as res:
+            return bool(json.load(res).get("version") == 1)
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -207,9 +220,15 @@ def _wait(driver: WebDriver, what: str, condition: Any, timeout: float = 15) -> 
         pytest.fail(f"timed out waiting for {what} (#message: {message!r})")
 
 
+def _attr(element: Any, name: str) -> str:
+    value = element.get_attribute(name)
+    assert value is not None, f"no attribute {name}"
+    return str(value)
+
+
 def _rows(driver: WebDriver) -> dict[int, Any]:
     return {
-        int(r.get_attribute("data-version")): r
+        int(_attr(r, "data-version")): r
         for r in driver.find_elements(By.CSS_SELECTOR, "#versions tbody tr[data-version]")
     }
 
@@ -264,20 +283,17 @@ def test_page_loads_recognizes_and_plots(server: str, browser: WebDriver) -> Non
         "the results",
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .result")) == 3,
     )
-    blocks = browser.find_elements(By.CSS_SELECTOR, "#results .result .text")
-    texts = [b.get_attribute("textContent") for b in blocks]
-    for line, shown in zip(CHINESE.split("\n"), texts, strict=True):
-        # entity labels are appended inside marks; the characters of the text stay in order
-        plain = browser.execute_script(
-            "const n = arguments[0].cloneNode(true); n.querySelectorAll('.tag').forEach(t => t.remove());"
-            "return n.textContent;",
-            blocks[texts.index(shown)],
-        )
-        assert plain == line
-    marks = browser.find_elements(By.CSS_SELECTOR, "#results mark.ent")
-    for m in marks:
-        assert m.get_attribute("data-type") in {"PER", "LOC"}
-        assert m.get_attribute("title").startswith(m.get_attribute("data-type") + " · score ")
+    # each line shown as given (the type labels inside the marks aside), in order
+    shown = browser.execute_script(
+        "return [...document.querySelectorAll('#results .result .text')].map(b => {"
+        "  const n = b.cloneNode(true); n.querySelectorAll('.tag').forEach(t => t.remove());"
+        "  return n.textContent; })"
+    )
+    assert shown == CHINESE.split("\n")
+    for mark in browser.find_elements(By.CSS_SELECTOR, "#results mark.ent"):
+        kind = _attr(mark, "data-type")
+        assert kind in {"PER", "LOC"}
+        assert _attr(mark, "title").startswith(f"{kind} · score ")
     assert "version 1" in browser.find_element(By.ID, "results").text
 
     # versions table: all three, v1 marked live, gate decisions with reasons
@@ -292,22 +308,21 @@ def test_page_loads_recognizes_and_plots(server: str, browser: WebDriver) -> Non
 
     # the plot: one line per type seen in any version, with a legend entry each
     lines = browser.find_elements(By.CSS_SELECTOR, "#plot path.line")
-    assert sorted(p.get_attribute("data-type") for p in lines) == ["LOC", "ORG", "PER", "PRO"]
+    assert sorted(_attr(p, "data-type") for p in lines) == ["LOC", "ORG", "PER", "PRO"]
     for p in lines:
-        assert p.get_attribute("d").startswith("M")
-    per = next(p for p in lines if p.get_attribute("data-type") == "PER")
-    assert per.get_attribute("d").count("L") == 2  # three versions: one move, two segments
+        assert _attr(p, "d").startswith("M")
+    per = next(p for p in lines if _attr(p, "data-type") == "PER")
+    assert _attr(per, "d").count("L") == 2  # three versions: one move, two segments
     legend_text = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#plot text.legend")]
     assert {"PER", "LOC", "ORG", "PRO"} <= set(legend_text)
 
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     browser.execute_script("window.scrollTo(0, 0)")
+    ActionChains(browser).move_to_element(browser.find_element(By.TAG_NAME, "h1")).perform()
     assert browser.save_screenshot(str(SCREENSHOT))
 
 
-def test_token_upload_rollback_and_promote(
-    server: str, browser: WebDriver, tmp_path: Path
-) -> None:
+def test_token_upload_rollback_and_promote(server: str, browser: WebDriver, tmp_path: Path) -> None:
     _open(browser, server)
     message = browser.find_element(By.ID, "message")
 
@@ -315,7 +330,7 @@ def test_token_upload_rollback_and_promote(
     assert browser.find_element(By.ID, "token").get_attribute("value") == ""
     browser.find_element(By.ID, "rollback").click()
     _wait(browser, "an error message", lambda d: message.is_displayed() and message.text)
-    assert "error" in message.get_attribute("class")
+    assert "error" in _attr(message, "class")
     assert "missing or wrong bearer token" in message.text
     assert _statuses(browser)[1] == "live"
 
@@ -363,7 +378,7 @@ def test_token_upload_rollback_and_promote(
     _rows(browser)[2].find_element(By.CSS_SELECTOR, "button.promote").click()
     _wait(browser, "version 2 to be live", lambda d: _statuses(d).get(2) == "live")
     assert _statuses(browser) == {1: "retired", 2: "live", 3: "candidate"}
-    assert "ok" in message.get_attribute("class") and "Version 2 is live" in message.text
+    assert "ok" in _attr(message, "class") and "Version 2 is live" in message.text
     legend = [
         e.get_attribute("data-type")
         for e in browser.find_elements(By.CSS_SELECTOR, "#legend [data-type]")

@@ -219,3 +219,36 @@ def test_promotion_under_a_burst_of_requests_loses_none(archive_dir, tmp_path):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_archive_commands(archive_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from diancang.cli import app
+
+    runner = CliRunner()
+    archive = str(fresh_copy(archive_dir, tmp_path))
+    data = str(upload(tmp_path, ["ORG"]))
+    r = runner.invoke(app, ["learn", "--data", data, "--archive", archive, "--epochs", "12"])
+    assert r.exit_code == 0, r.output
+    gate = json.loads(r.output[r.output.index("{") :])["gate"]
+    r = runner.invoke(app, ["versions", "--archive", archive])
+    assert r.exit_code == 0 and "live" in r.output and "candidate" in r.output
+    r = runner.invoke(app, ["promote", "2", "--archive", archive])
+    if gate["accepted"]:
+        assert r.exit_code == 0, r.output
+    else:
+        assert r.exit_code == 2 and "the gate rejected version 2" in r.output
+        r = runner.invoke(app, ["promote", "2", "--archive", archive, "--force"])
+        assert r.exit_code == 0, r.output
+    assert Archive(archive).live().id == 2
+    r = runner.invoke(app, ["diff", "1", "2", "--archive", archive])
+    assert r.exit_code == 0 and json.loads(r.output)["types_added"] == ["ORG"]
+    r = runner.invoke(app, ["rollback", "--archive", archive])
+    assert r.exit_code == 0 and "version 1 is live" in r.output
+    r = runner.invoke(app, ["rollback", "--archive", archive])
+    assert r.exit_code == 2 and "error:" in r.output  # nothing before version 1
+    r = runner.invoke(
+        app, ["learn", "--data", str(tmp_path / "missing.jsonl"), "--archive", archive]
+    )
+    assert r.exit_code == 2 and "data file not found" in r.output

@@ -276,7 +276,9 @@ def _check_upload(path: Path, fmt: str, lang: str) -> None:
 
     try:
         sentences = load_files(None, None, path, format=fmt, lang=lang, strict=True).test
-    except DiancangError as err:
-        raise HTTPException(422, f"upload rejected: {err}") from None
+    except DiancangError as err:  # name the upload, not the server's temporary path
+        raise HTTPException(
+            422, f"upload rejected: {str(err).replace(str(path), 'upload')}"
+        ) from None
     if not sentences:
         raise HTTPException(422, "upload rejected: no sentences in the file")

@@ -25,7 +25,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from diancang.model.tagger import TaggerOutput
-from diancang.strategies.base import StepContext, Strategy, strategies
+from diancang.strategies.base import StepContext, strategies
+from diancang.strategies.distill import DistilsO
 
 
 def causal_o_loss(
@@ -57,11 +58,10 @@ def causal_o_loss(
 
 
 @strategies.register("cfner", version=1)
-class CFNER(Strategy):
+class CFNER(DistilsO):
     """CFNER: O words distilled, defined-O words by their causal effect (in-batch neighbours)."""
 
     name = "cfner"
-    needs_previous = True
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -70,25 +70,13 @@ class CFNER(Strategy):
 
     params: Params
 
-    def targets(
-        self,
-        ctx: StepContext,
-        batch: dict[str, torch.Tensor],
-        out: TaggerOutput,
-        labels: torch.Tensor,
-    ) -> torch.Tensor:
-        if ctx.previous is None:
-            return labels
-        return labels.masked_fill(labels == 0, -100)
-
     def loss_terms(
         self, ctx: StepContext, batch: dict[str, torch.Tensor], out: TaggerOutput
     ) -> dict[str, torch.Tensor]:
-        if ctx.previous is None:
+        seen = self.teacher_on_o(ctx, batch)
+        if seen is None:
             return {}
-        with torch.no_grad():
-            teacher = ctx.previous(**batch)
-        mask = batch["word_mask"] & (batch["labels"] == 0)
+        teacher, mask = seen
         loss = causal_o_loss(
             out.logits[mask], teacher.logits[mask], teacher.features[mask], self.params.k
         )

@@ -34,20 +34,11 @@ def old_label_kl(
     return (p * (torch.log(p.clamp_min(1e-12)) - log_q)).sum(-1).mean()
 
 
-@strategies.register("distill", version=1)
-class Distill(Strategy):
-    """ExtendNER/LwF: cross-entropy on new-type tokens, KL to the previous model on O tokens."""
+class DistilsO(Strategy):
+    """Base of strategies that, once there is a teacher, take ``O`` words out of the
+    cross-entropy (they may be unlabelled old entities) and distil them in ``loss_terms``."""
 
-    name = "distill"
     needs_previous = True
-
-    class Params(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        weight: float = Field(1.0, ge=0, description="Weight of the distillation term.")
-        t_student: float = Field(1.0, gt=0, description="Softmax temperature of the student.")
-        t_teacher: float = Field(1.0, gt=0, description="Softmax temperature of the teacher.")
-
-    params: Params
 
     def targets(
         self,
@@ -60,14 +51,40 @@ class Distill(Strategy):
             return labels
         return labels.masked_fill(labels == 0, -100)  # O tokens are distilled, not labelled
 
+    @staticmethod
+    def teacher_on_o(
+        ctx: StepContext, batch: dict[str, torch.Tensor]
+    ) -> tuple[TaggerOutput, torch.Tensor] | None:
+        """The teacher's output on the batch and the mask (B, W) of its ``O`` words; None
+        before there is a teacher."""
+        if ctx.previous is None:
+            return None
+        with torch.no_grad():
+            teacher = ctx.previous(**batch)
+        return teacher, batch["word_mask"] & (batch["labels"] == 0)
+
+
+@strategies.register("distill", version=1)
+class Distill(DistilsO):
+    """ExtendNER/LwF: cross-entropy on new-type tokens, KL to the previous model on O tokens."""
+
+    name = "distill"
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        weight: float = Field(1.0, ge=0, description="Weight of the distillation term.")
+        t_student: float = Field(1.0, gt=0, description="Softmax temperature of the student.")
+        t_teacher: float = Field(1.0, gt=0, description="Softmax temperature of the teacher.")
+
+    params: Params
+
     def loss_terms(
         self, ctx: StepContext, batch: dict[str, torch.Tensor], out: TaggerOutput
     ) -> dict[str, torch.Tensor]:
-        if ctx.previous is None:
+        seen = self.teacher_on_o(ctx, batch)
+        if seen is None:
             return {}
-        with torch.no_grad():
-            teacher = ctx.previous(**batch).logits
-        mask = batch["word_mask"] & (batch["labels"] == 0)
+        teacher, mask = seen
         p = self.params
-        kl = old_label_kl(out.logits, teacher, mask, p.t_student, p.t_teacher)
+        kl = old_label_kl(out.logits, teacher.logits, mask, p.t_student, p.t_teacher)
         return {"kl": p.weight * kl}
