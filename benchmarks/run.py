@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.specs import BENCHMARKS, merge
+from benchmarks.specs import BENCHMARKS, COMPARED, merge
 from benchmarks.summarize import refresh_readme, render_benchmark
 from diancang.config import parse_overrides, set_dotted
 from diancang.data.presets import default_data_dir
@@ -124,6 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="fewer epochs, fixed subsample (minutes)")
     p.add_argument("--data-dir", type=Path, default=None, help="datasets folder (../shared/data)")
     p.add_argument("--strategies", default=None, help="comma list (default: the benchmark's)")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run the continual strategies of specs.COMPARED (finished runs are reused)",
+    )
     p.add_argument("--seeds", default="1", help="comma list of seeds (default: 1)")
     p.add_argument("--restart", action="store_true", help="ignore finished runs")
     p.add_argument(
@@ -140,7 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     bench = BENCHMARKS[args.name]
     config = benchmark_config(args.name, args.quick, args.data_dir, args.set)
     label = args.name + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
-    strategies = args.strategies.split(",") if args.strategies else bench.strategies
+    strategies = args.strategies.split(",") if args.strategies else list(bench.strategies)
+    if args.compare:
+        strategies += [s for s in COMPARED if s not in strategies]
     seeds = [int(s) for s in args.seeds.split(",")]
     work = args.work / label
 

@@ -122,6 +122,30 @@ def drive(base: str, texts: list[str], batch: int, clients: int, seconds: float)
     }
 
 
+def plot(rows: list[dict[str, Any]], path: Path, encoder: str) -> None:
+    """Two panels per scenario: texts/s, and p50/p99 latency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [f"{r['texts_per_request']} text(s)/req\n{r['clients']} client(s)" for r in rows]
+    x = list(range(len(rows)))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a.bar(x, [r["texts_per_second"] for r in rows], color="#3b6fd4")
+    a.set_title("throughput (texts/s)")
+    b.bar([i - 0.2 for i in x], [r["p50_ms"] for r in rows], 0.4, label="p50", color="#3b6fd4")
+    b.bar([i + 0.2 for i in x], [r["p99_ms"] for r in rows], 0.4, label="p99", color="#e07b39")
+    b.set_title("latency per request (ms)")
+    b.legend()
+    for ax in (a, b):
+        ax.set_xticks(x, names, fontsize=8)
+    fig.suptitle(f"POST /v1/recognize on loopback, {encoder}, 2 CPU cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -193,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
         *table,
         "",
     ]
+    plot(rows, RESULTS / "service-load.png", report["encoder"])
+    page += ["![latency and throughput](service-load.png)", ""]
     (RESULTS / "service-load.md").write_text("\n".join(page), "utf-8")
     replace_block(ROOT / "benchmarks" / "README.md", START, END, table)
     print("\n".join(page))

@@ -22,6 +22,17 @@ class Benchmark:
     (steps + 1) / 2 times as much)."""
 
 
+#: The strategies the continual-learning comparison runs (``--compare``) besides a benchmark's
+#: own list; ``a+b`` composes strategies in one run.
+COMPARED = [
+    "distill",
+    "relabel_o",
+    "cpfd",
+    "exemplars",
+    "relabel_o+distill+exemplars",
+    "cpfd+exemplars",
+]
+
 TINY = {"encoder": "tiny-random", "bilstm": True, "crf": True}
 #: e5-small as the benchmarks run it: trimmed vocabulary and its first 6 layers, about twice as
 #: fast as all 12 (results/encoder-speed.md) and no worse on joint CLUENER in the quick

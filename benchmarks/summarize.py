@@ -42,6 +42,8 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         j, f = joint.get(r["seed"]), finetune.get(r["seed"])
         if j and j["summary"]["final"]["macro"]:
             row["final_macro_vs_joint"] = s["final"]["macro"] / j["summary"]["final"]["macro"]
+        if j and j["summary"]["averaged"]["macro"]:
+            row["avg_macro_vs_joint"] = s["averaged"]["macro"] / j["summary"]["averaged"]["macro"]
         if f and row["sec_per_step"] and _mean(f["meta"].get("train_seconds_per_step", [])):
             row["time_vs_finetune"] = row["sec_per_step"] / _mean(
                 f["meta"]["train_seconds_per_step"]
@@ -58,8 +60,9 @@ def comparison_table(report: dict[str, Any]) -> list[str]:
 
     lines = [
         "| strategy | seed | final micro | final macro | avg micro | avg macro | forgetting "
-        "| final macro / joint | s/step | s/step vs finetune | sentences/s | peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| final macro / joint | avg macro / joint | s/step | s/step vs finetune | sentences/s "
+        "| peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows(report):
         cells = [
@@ -68,6 +71,7 @@ def comparison_table(report: dict[str, Any]) -> list[str]:
             *(_pct(r[k]) for k in ("final_micro", "final_macro", "avg_micro", "avg_macro")),
             _pct(r["forgetting"]),
             num(r.get("final_macro_vs_joint"), ".2f"),
+            num(r.get("avg_macro_vs_joint"), ".2f"),
             num(r["sec_per_step"], ".1f"),
             num(r.get("time_vs_finetune"), ".2f"),
             num(r["sent_per_sec"], ".1f"),

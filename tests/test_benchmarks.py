@@ -55,7 +55,8 @@ def test_page_has_ratio_to_joint_and_time_relative_to_finetune():
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2:4] == ["20.0", "20.0"]  # final micro, final macro (percent)
     assert cells[7] == "0.25"  # final macro / joint
-    assert cells[9] == "1.00"  # s/step vs finetune
+    assert cells[8] == "0.25"  # step-averaged macro / joint
+    assert cells[10] == "1.00"  # s/step vs finetune
 
 
 def test_readme_table_skips_other_json(tmp_path):

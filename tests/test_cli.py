@@ -114,3 +114,16 @@ def test_data_stats_on_a_real_dataset():
     assert train["duplicate_sentences"] == 101
     result = runner.invoke(app, ["data", "stats", str(data / "weibo_ner")])
     assert result.exit_code == 0 and "1350" in result.output.replace(",", "")
+
+
+def test_every_shipped_config_is_valid():
+    from pathlib import Path
+
+    from diancang.config import load_config
+    from diancang.strategies.base import build_strategies
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        cfg = load_config(path)
+        build_strategies(cfg.strategies, cfg.strategy_params)  # names and parameters exist

@@ -20,6 +20,7 @@ from diancang.stream import (
     step_types,
     type_order,
 )
+from tests.toy import toy_sentences
 
 TYPES = ["LOC", "ORG", "PER", "TIME"]
 
@@ -190,3 +191,29 @@ def test_load_assignment_errors(tmp_path):
     bad.write_text('{"order": []}', encoding="utf-8")
     with pytest.raises(DataError, match="lacks"):
         load_assignment(bad)
+
+
+def test_kshot_reaches_k_mentions_per_type_with_few_sentences():
+    from diancang.stream import kshot
+
+    data = toy_sentences(200, seed=3)
+    picked = kshot(data, range(len(data)), ["ORG", "PRO"], 5, seed=1)
+    counts = Counter(sp.label for i in picked for sp in data[i].spans if sp.label in ("ORG", "PRO"))
+    assert counts["ORG"] >= 5 and counts["PRO"] >= 5
+    # Greedy: each taken sentence was needed, so few are taken (at most one per missing mention).
+    assert len(picked) <= 10 and picked == sorted(picked)
+    assert kshot(data, range(len(data)), ["ORG", "PRO"], 5, seed=1) == picked  # seeded
+    assert kshot(data, [], ["ORG"], 5, seed=1) == []
+
+
+def test_kshot_stream_keeps_the_base_step_whole():
+    train, dev = toy_sentences(120, seed=1), toy_sentences(60, seed=2)
+    full = build_stream(train, dev, dev, order=["LOC", "PER", "ORG"], fg=1, pg=1, seed=1)
+    few = build_stream(train, dev, dev, order=["LOC", "PER", "ORG"], fg=1, pg=1, seed=1, shots=3)
+    assert len(few.steps[0].train) == len(full.steps[0].train)
+    for k in (1, 2):
+        assert 0 < len(few.steps[k].train) < len(full.steps[k].train)
+        mentions = Counter(sp.label for s in few.steps[k].train for sp in s.spans)
+        assert all(mentions[t] >= 3 for t in few.steps[k].new_types)
+    assert few.assignment["shots"] == 3
+    assert len(few.steps[2].test) == len(dev)

@@ -64,6 +64,12 @@ class StreamConfig(_Section):
     fg: int = Field(1, ge=1, description="Number of types in the first step (FG-a).")
     pg: int = Field(1, ge=1, description="Number of types in each later step (PG-b).")
     seed: int = Field(1, description="Seed of the greedy sentence-to-step assignment.")
+    shots: int | None = Field(
+        None,
+        ge=1,
+        description="K-shot: every step after the first keeps K mentions per new type (a greedy "
+        "seeded subset of its train and dev sentences); null keeps all.",
+    )
 
 
 class ModelConfig(_Section):

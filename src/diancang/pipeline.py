@@ -84,7 +84,14 @@ def make_stream(config: RunConfig, splits: DatasetSplits) -> TaskStream:
     sc = config.stream
     scored = splits.dev if config.data.score_on == "dev" else splits.test
     return build_stream(
-        splits.train, splits.dev, scored, order=sc.order, fg=sc.fg, pg=sc.pg, seed=sc.seed
+        splits.train,
+        splits.dev,
+        scored,
+        order=sc.order,
+        fg=sc.fg,
+        pg=sc.pg,
+        seed=sc.seed,
+        shots=sc.shots,
     )
 
 

@@ -167,6 +167,33 @@ def greedy_assign(
     return out
 
 
+def kshot(
+    sentences: Sequence[Sentence],
+    candidates: Sequence[int],
+    types: Sequence[str],
+    k: int,
+    seed: int,
+) -> list[int]:
+    """A K-shot subset of ``candidates`` (indices into ``sentences``), in their order: visited in
+    a seeded shuffled order, a sentence is taken when it mentions a type of ``types`` that has
+    fewer than ``k`` mentions so far, until every type has ``k`` (or the candidates run out).
+    A type can end with more than ``k`` mentions when a taken sentence holds several."""
+    wanted = set(types)
+    need = dict.fromkeys(types, k)
+    visit = list(candidates)
+    random.Random(seed).shuffle(visit)
+    taken: list[int] = []
+    for i in visit:
+        if not any(n > 0 for n in need.values()):
+            break
+        mentions = [sp.label for sp in sentences[i].spans if sp.label in wanted]
+        if any(need[t] > 0 for t in mentions):
+            taken.append(i)
+            for t in mentions:
+                need[t] -= 1
+    return sorted(taken)
+
+
 def _split(assign: Sequence[int], n_steps: int) -> list[list[int]]:
     groups: list[list[int]] = [[] for _ in range(n_steps)]
     for i, k in enumerate(assign):
@@ -183,16 +210,23 @@ def build_stream(
     fg: int,
     pg: int,
     seed: int,
+    shots: int | None = None,
 ) -> TaskStream:
     """Build the FG-``fg``-PG-``pg`` stream; deterministic for a ``seed``.
 
     Train and dev are each split by :func:`greedy_assign` (dev with its own frequencies); a step's
-    train/dev keep only the step's new types; its test keeps all types seen so far.
+    train/dev keep only the step's new types; its test keeps all types seen so far. With
+    ``shots`` = K, every step after the first keeps only a K-shot subset of its train and of its
+    dev sentences (:func:`kshot`); the others belong to no step.
     """
     full_order = type_order(train, order)
     plan = step_types(full_order, fg, pg)
     train_idx = _split(greedy_assign(train, plan, seed), len(plan))
     dev_idx = _split(greedy_assign(dev, plan, seed), len(plan))
+    if shots is not None:
+        for k in range(1, len(plan)):
+            train_idx[k] = kshot(train, train_idx[k], plan[k], shots, seed * 1009 + k)
+            dev_idx[k] = kshot(dev, dev_idx[k], plan[k], shots, seed * 1013 + k)
     steps: list[Step] = []
     seen: list[str] = []
     for k, new in enumerate(plan):
@@ -213,6 +247,7 @@ def build_stream(
         "fg": fg,
         "pg": pg,
         "seed": seed,
+        "shots": shots,
         "step_types": plan,
         "n_train": len(train),
         "n_dev": len(dev),
@@ -267,7 +302,8 @@ def check_assignment(stream: TaskStream, path: str | Path) -> None:
     """
     saved = load_assignment(path)
     now = stream.assignment
-    diff = [k for k in (*_KEYS, "fg", "pg", "seed", "n_train", "n_dev") if saved.get(k) != now[k]]
+    keys = (*_KEYS, "fg", "pg", "seed", "shots", "n_train", "n_dev")
+    diff = [k for k in keys if saved.get(k) != now[k]]
     if diff:
         raise DiancangError(
             f"the saved task stream differs from the one built now (in {', '.join(diff)})",

@@ -75,7 +75,7 @@ class Learner:
         self.strategies = strategies
         self.make_model = make_model
         self.pool = pool
-        self.assignment = [0] * len(pool)
+        self.assignment = [-1] * len(pool)  # -1: in no step (e.g. left out of a K-shot step)
         for step, indices in enumerate(stream.assignment["train"]):
             for i in indices:
                 self.assignment[i] = step

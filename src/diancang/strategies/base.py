@@ -49,8 +49,8 @@ class StepContext:
     """What a hook may read about the current step (read-only by convention).
 
     ``pool`` holds every training sentence unmasked and ``assignment[i]`` the step sentence ``i``
-    belongs to, so a strategy can see earlier steps' data only when the protocol allows it
-    (``joint`` is the upper bound that does).
+    belongs to (-1: none), so a strategy can see earlier steps' data only when the protocol
+    allows it (``joint`` is the upper bound that does).
     """
 
     step: Step

@@ -19,4 +19,6 @@ class Joint(Strategy):
     def train_data(self, ctx: StepContext, data: list[Sentence]) -> list[Sentence]:
         seen = ctx.step.seen_types
         t = ctx.step.index
-        return [s.keep_types(seen) for s, a in zip(ctx.pool, ctx.assignment, strict=True) if a <= t]
+        return [
+            s.keep_types(seen) for s, a in zip(ctx.pool, ctx.assignment, strict=True) if 0 <= a <= t
+        ]
