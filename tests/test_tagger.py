@@ -12,7 +12,9 @@ from diancang.model.tagger import Tagger, TaggerSpec
 from tests.toy import toy_sentences
 
 
-def make_tagger(sentences, types, crf=False, bilstm=False, seed=0) -> Tagger:
+def make_tagger(
+    sentences, types, crf=False, bilstm=False, seed=0, head="linear", texts=None
+) -> Tagger:
     vocab = build_vocab(s.tokens for s in sentences)
     enc, tok = tiny_random_encoder(vocab, hidden=64, layers=2, heads=2, max_length=64, seed=seed)
     spec = TaggerSpec(
@@ -23,6 +25,8 @@ def make_tagger(sentences, types, crf=False, bilstm=False, seed=0) -> Tagger:
         bilstm=bilstm,
         lstm_hidden=32,
         dropout=0.0,
+        head=head,
+        type_texts=dict(texts or {}),
     )
     torch.manual_seed(seed)
     return Tagger(enc, tok, spec)

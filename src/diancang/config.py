@@ -92,6 +92,11 @@ class ModelConfig(_Section):
     )
     freeze_embeddings: bool = Field(False, description="Do not train the word embeddings.")
     crf: bool = Field(False, description="Add a CRF layer (growable transitions).")
+    head: Literal["linear", "label_semantic"] = Field(
+        "linear",
+        description="linear: a learned row per label; label_semantic: labels scored by the "
+        "encoded text of their type (see `types`), so a new type adds no parameter.",
+    )
     bilstm: bool = Field(False, description="Add a BiLSTM layer between encoder and head.")
     lstm_hidden: int = Field(128, ge=8, description="BiLSTM hidden size per direction.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout before the head.")
@@ -135,6 +140,11 @@ class RunConfig(_Section):
     )
     strategy_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-strategy hyperparameters, by strategy name."
+    )
+    types: dict[str, str] = Field(
+        default_factory=dict,
+        description="Optional one-line description per entity type, e.g. {PER: 人名}; the "
+        "label-semantic head encodes it (default: the type's name).",
     )
 
 

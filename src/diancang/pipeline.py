@@ -17,6 +17,7 @@ from diancang import __version__
 from diancang.config import RunConfig, dump_config
 from diancang.data.presets import DatasetSplits, load_files, load_preset
 from diancang.data.record import Sentence
+from diancang.data.tokenize import tokenize
 from diancang.errors import ConfigError
 from diancang.evaluation.matrix import ResultMatrix
 from diancang.evaluation.report import write_report
@@ -119,7 +120,9 @@ def model_factory(
         kept = None
         if mc.trim_vocab:
             probe = TokenEncoder(tokenizer, lang=lang, max_length=mc.max_length)
-            kept = probe.used_ids(s.tokens for s in texts)
+            names = {sp.label for s in texts for sp in s.spans} | set(types)
+            type_texts = [tokenize(t, lang)[0] for t in [*config.types.values(), *names]]
+            kept = probe.used_ids([*(s.tokens for s in texts), *type_texts])
             trim_embeddings(encoder, kept)
         if mc.keep_layers is not None:
             truncate_layers(encoder, mc.keep_layers)
@@ -134,6 +137,8 @@ def model_factory(
             encoder_name=mc.encoder,
             freeze_embeddings=mc.freeze_embeddings,
             kept_ids=kept,
+            head=mc.head,
+            type_texts=dict(config.types),
         )
         torch.manual_seed(config.seed)
         return Tagger(encoder, tokenizer, spec)

@@ -237,7 +237,7 @@ class Learner:
             else:
                 if any(s.needs_previous for s in self.strategies):
                     previous = copy.deepcopy(model).eval().requires_grad_(False)
-                model.add_labels(step.new_types)
+                model.add_labels(step.new_types, self.config.types)
             model.to(self.accelerator.device)
             states = progress.states
             ctxs = [

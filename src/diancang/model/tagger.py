@@ -18,10 +18,11 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from diancang import __version__
-from diancang.errors import DiancangError
+from diancang.errors import ConfigError, DiancangError
 from diancang.model.crf import CRF
 from diancang.model.features import Encoded, TokenEncoder, collate
 from diancang.model.head import GrowableLinear
+from diancang.model.label_head import LabelSemanticHead
 
 
 @dataclass
@@ -39,6 +40,10 @@ class TaggerSpec:
     freeze_embeddings: bool = False
     #: Tokenizer ids kept by vocabulary trimming (row i of the embedding is id kept_ids[i]).
     kept_ids: list[int] | None = None
+    #: "linear" (a growable row per label) or "label_semantic" (rows from the types' texts).
+    head: str = "linear"
+    #: One-line descriptions of types (the label-semantic head encodes them; default: the name).
+    type_texts: dict[str, str] = field(default_factory=dict)
 
     @property
     def types(self) -> list[str]:
@@ -82,8 +87,19 @@ class Tagger(nn.Module):
             self.lstm = nn.LSTM(hidden, spec.lstm_hidden, batch_first=True, bidirectional=True)
             hidden = 2 * spec.lstm_hidden
         self.dropout = nn.Dropout(spec.dropout)
-        self.head = GrowableLinear(hidden, len(spec.labels))
+        self.feature_size = hidden
+        self.head: GrowableLinear | LabelSemanticHead
+        if spec.head == "label_semantic":
+            self.head = LabelSemanticHead(hidden, int(getattr(encoder, "config").hidden_size))  # noqa: B009
+        elif spec.head == "linear":
+            self.head = GrowableLinear(hidden, len(spec.labels))
+        else:
+            raise DiancangError(
+                f"unknown head {spec.head!r}", fix="use model.head: linear or label_semantic"
+            )
         self.crf: CRF | None = CRF(len(spec.labels), spec.labels) if spec.crf else None
+        if spec.head == "label_semantic":
+            self._check_type_texts(spec.types)
 
     # ----------------------------------------------------------------------------- labels
     @property
@@ -105,14 +121,20 @@ class Tagger(nn.Module):
                 fix="add the type with add_labels first",
             ) from None
 
-    def add_labels(self, types: list[str]) -> None:
-        """Append ``B-``/``I-`` rows for each new type; existing rows are untouched."""
+    def add_labels(self, types: list[str], texts: dict[str, str] | None = None) -> None:
+        """Append ``B-``/``I-`` labels for each new type; existing ones are untouched. The linear
+        head grows two rows per type; the label-semantic head reads the types' ``texts``
+        (descriptions, default: the names) and grows no parameter."""
+        self.spec.type_texts = {**self.spec.type_texts, **(texts or {})}
         new = [t for t in types if t not in self.types]
         if not new:
             return
+        if isinstance(self.head, LabelSemanticHead):
+            self._check_type_texts(self.types + new)
         added = [f"{p}-{t}" for t in new for p in ("B", "I")]
         self.spec.labels = self.spec.labels + added
-        self.head.grow(len(added))
+        if isinstance(self.head, GrowableLinear):
+            self.head.grow(len(added))
         if self.crf is not None:
             self.crf.grow(added)
 
@@ -144,9 +166,48 @@ class Tagger(nn.Module):
             feats, _ = nn.utils.rnn.pad_packed_sequence(
                 packed_out, batch_first=True, total_length=feats.shape[1]
             )
-        logits = self.head(self.dropout(feats))
+        if isinstance(self.head, LabelSemanticHead):
+            logits = self.head(self.dropout(feats), self.type_embeddings())
+        else:
+            logits = self.head(self.dropout(feats))
         hidden = tuple(enc.hidden_states) if output_hidden_states else None
         return TaggerOutput(logits=logits, features=feats, hidden_states=hidden)
+
+    def _check_type_texts(self, types: list[str]) -> None:
+        """Refuse types whose texts encode to the same ids (their labels could never differ)."""
+        from diancang.data.tokenize import tokenize
+
+        seen: dict[tuple[int, ...], str] = {}
+        for t in types:
+            text = self.spec.type_texts.get(t, t)
+            ids = tuple(self.encode(tokenize(text, self.spec.lang)[0]).input_ids)
+            if ids in seen:
+                raise ConfigError(
+                    f"types {seen[ids]} and {t} read the same to the encoder (texts "
+                    f"{self.spec.type_texts.get(seen[ids], seen[ids])!r} and {text!r}; unknown "
+                    "characters become [UNK]), so the label-semantic head cannot tell them apart",
+                    fix="give them distinct descriptions the encoder knows, under `types:`",
+                )
+            seen[ids] = t
+
+    def type_embeddings(self) -> torch.Tensor:
+        """(n_types, H): the encoder's mean output over each type's text (description or name)."""
+        from diancang.data.tokenize import tokenize
+
+        texts = [self.spec.type_texts.get(t, t) for t in self.types]
+        encoded = [self.encode(tokenize(t, self.spec.lang)[0]) for t in texts]
+        batch = collate(encoded, None, self.token_encoder.pad_id)
+        mask = batch["attention_mask"].to(self.device)
+        states = self.encoder(
+            input_ids=batch["input_ids"].to(self.device), attention_mask=mask
+        ).last_hidden_state  # (n, T, H)
+        weights = mask.unsqueeze(-1).to(states.dtype)
+        return (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters are."""
+        return next(self.parameters()).device
 
     def loss(
         self, out: TaggerOutput, labels: torch.Tensor, word_mask: torch.Tensor
@@ -203,7 +264,7 @@ class Tagger(nn.Module):
 
     def batch(self, sentences: list[list[str]]) -> dict[str, torch.Tensor]:
         """Token lists -> a padded batch on this model's device."""
-        device = self.head.weight.device
+        device = self.device
         batch = collate([self.encode(t) for t in sentences], None, self.token_encoder.pad_id)
         return {k: v.to(device) for k, v in batch.items()}
 

@@ -34,6 +34,7 @@ from diancang.registry import Registry
 if TYPE_CHECKING:
     from diancang.config import RunConfig
     from diancang.data.record import Sentence
+    from diancang.model.head import GrowableLinear
     from diancang.model.tagger import Tagger, TaggerOutput
     from diancang.stream import Step
 
@@ -63,7 +64,21 @@ class StepContext:
 
     @property
     def device(self) -> torch.device:
-        return self.model.head.weight.device
+        return self.model.device
+
+
+def linear_head(model: Tagger, who: str) -> GrowableLinear:
+    """The model's linear head, for strategies that rewrite its rows (a clear error with the
+    label-semantic head, whose rows are not parameters)."""
+    from diancang.model.head import GrowableLinear
+
+    if not isinstance(model.head, GrowableLinear):
+        raise ConfigError(
+            f"{who} rewrites the linear head's rows, but this model has the "
+            f"{model.spec.head!r} head",
+            fix=f"use model.head: linear with {who}, or leave {who} out",
+        )
+    return model.head
 
 
 class Strategy:

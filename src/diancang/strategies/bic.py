@@ -19,7 +19,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from diancang.data.record import Sentence, Span
-from diancang.strategies.base import StepContext, Strategy, strategies
+from diancang.strategies.base import StepContext, Strategy, linear_head, strategies
 from diancang.strategies.words import word_outputs
 
 
@@ -89,8 +89,9 @@ class BiC(Strategy):
         words = word_outputs(ctx.model, old + new)
         logits, gold = words.logits, words.label_ids(labels)
         alpha, beta = fit_bias(logits, gold, new_rows, self.params.steps, self.params.lr)
-        weight = ctx.model.head.weight.detach().clone()
-        bias = ctx.model.head.bias.detach().clone()
+        head = linear_head(ctx.model, "bic")
+        weight = head.weight.detach().clone()
+        bias = head.bias.detach().clone()
         weight[new_rows] *= alpha
         bias[new_rows] = bias[new_rows] * alpha + beta
         return {"head.weight": weight, "head.bias": bias}

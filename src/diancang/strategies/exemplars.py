@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from diancang.data.record import Sentence
 from diancang.model.tagger import Tagger
-from diancang.strategies.base import StepContext, Strategy, strategies
+from diancang.strategies.base import StepContext, Strategy, linear_head, strategies
 from diancang.strategies.words import word_outputs
 
 
@@ -71,8 +71,9 @@ def nme_head(model: Tagger, memory: list[Sentence]) -> dict[str, torch.Tensor]:
     """Head weight (C, H) and bias (C,): each label's row becomes the normalised mean of its
     normalised memory word features, scaled to the current rows' mean norm, with bias 0; rows of
     labels absent from memory are kept."""
-    weight = model.head.weight.detach().clone()
-    bias = model.head.bias.detach().clone()
+    head = linear_head(model, "exemplars with classifier: nme")
+    weight = head.weight.detach().clone()
+    bias = head.bias.detach().clone()
     words = word_outputs(model, memory)
     if not words.tags:
         return {"head.weight": weight, "head.bias": bias}

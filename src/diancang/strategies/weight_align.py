@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from diancang.strategies.base import StepContext, Strategy, strategies
+from diancang.strategies.base import StepContext, Strategy, linear_head, strategies
 
 
 def aligned_head(weight: torch.Tensor, old_rows: list[int], new_rows: list[int]) -> torch.Tensor:
@@ -37,4 +37,5 @@ class WeightAlign(Strategy):
         old_rows = [i for i, lab in enumerate(labels) if lab != "O" and lab[2:] not in new]
         if not old_rows:
             return None
-        return {"head.weight": aligned_head(ctx.model.head.weight, old_rows, new_rows)}
+        head = linear_head(ctx.model, "weight_align")
+        return {"head.weight": aligned_head(head.weight, old_rows, new_rows)}

@@ -45,6 +45,6 @@ def word_outputs(model: Tagger, sentences: list[Sentence], batch_size: int = 64)
             where += [(lo + i, j) for j in range(n)]
     model.train(was_training)
     if not logits:
-        hidden = model.head.weight.shape[1]
-        return WordOutputs(torch.zeros(0, len(model.labels)), torch.zeros(0, hidden), [], [])
+        empty = torch.zeros(0, model.feature_size)
+        return WordOutputs(torch.zeros(0, len(model.labels)), empty, [], [])
     return WordOutputs(torch.cat(logits), torch.cat(feats), tags, where)
