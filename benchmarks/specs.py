@@ -99,7 +99,7 @@ BENCHMARKS = {
                 "data": {"preset": "cluener2020"},
                 "stream": {"fg": 10, "pg": 1},
                 "model": {**E5, "crf": True},
-                "train": {**TRAIN_PRETRAINED, "epochs": 6, "eval_each_epoch": True},
+                "train": {**TRAIN_PRETRAINED, "epochs": 5, "eval_each_epoch": True},
             },
             strategies=["joint"],
             quick={
