@@ -81,3 +81,20 @@ def test_distill_forgets_less_than_finetune(tmp_path):
     assert m_kd.per_type[0] == m_ft.per_type[0]  # step 0 has no teacher: identical
     assert m_kd.forgetting() < m_ft.forgetting()
     assert m_kd.final()["macro"] > m_ft.final()["macro"]
+
+
+def test_resume_accepts_a_run_saved_before_a_setting_existed(tmp_path):
+    import json
+
+    from diancang.config import build_config
+    from diancang.learn.checkpoint import Progress, load_progress, save_progress
+
+    cfg = build_config({"output_dir": str(tmp_path)}).model_dump(mode="json")
+    older = json.loads(json.dumps(cfg))
+    del older["types"], older["model"]["head"], older["stream"]["shots"]  # added later, defaults
+    save_progress(tmp_path, Progress(config=older))
+    assert load_progress(tmp_path, cfg).finished == 0
+    older["model"]["crf"] = not older["model"]["crf"]
+    save_progress(tmp_path, Progress(config=older))
+    with pytest.raises(Exception, match="differs in: model"):
+        load_progress(tmp_path, cfg)

@@ -45,7 +45,14 @@ def load_progress(output_dir: Path, config: dict[str, Any]) -> Progress:
         return Progress(config=config)
     progress = Progress(**json.loads(path.read_text("utf-8")))
     ignore = {"output_dir", "name"}
-    old = {k: v for k, v in progress.config.items() if k not in ignore}
+    saved = progress.config
+    try:  # settings added since the run was saved take their defaults on both sides
+        from diancang.config import RunConfig
+
+        saved = RunConfig.model_validate(saved).model_dump(mode="json")
+    except ValueError:
+        pass  # a setting that no longer exists: compared as saved, so it differs
+    old = {k: v for k, v in saved.items() if k not in ignore}
     new = {k: v for k, v in config.items() if k not in ignore}
     if old != new:
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
