@@ -276,3 +276,30 @@ def test_cfner_causal_o_loss_by_hand():
         abs=1e-5,
     )
     assert lone.item() == pytest.approx((kl0 + defined) / 2, abs=1e-6)
+
+
+def test_synthetic_replay_generates_valid_tagged_sentences(tmp_path):
+    from diancang.strategies.synthetic_replay import TokenLM, pseudo_label
+    from tests.test_tagger import overfit
+
+    types = ["LOC", "PER"]
+    data = [s.keep_types(types) for s in toy_sentences(28)]
+    texts = [s.tokens for s in data]
+    vocab = ["<pad>", "</s>", "<s>", *sorted({t for s in texts for t in s})]
+    torch.manual_seed(0)
+    lm = TokenLM(vocab, dim=32, hidden=64)
+    first = lm.fit(texts, 1, seed=0)
+    last = lm.fit(texts, 40, seed=0)
+    assert last < first  # it learns the toy sentences
+    lm.save(tmp_path / "lm.safetensors")
+    loaded = TokenLM.load(tmp_path / "lm.safetensors")
+    samples = loaded.sample(40, 30, seed=1)
+    assert samples == loaded.sample(40, 30, seed=1)  # seeded
+    assert samples and all(set(s) <= set(vocab[3:]) for s in samples)
+    tagger = make_tagger(data, types)
+    overfit(tagger, data)
+    kept = pseudo_label(tagger, samples, set(types), min_score=0.5)
+    assert kept, "no generated sentence was confidently tagged"
+    for s in kept:
+        assert s.spans and all(0 <= sp.start < sp.end <= len(s.tokens) for sp in s.spans)
+        assert {sp.label for sp in s.spans} <= set(types)

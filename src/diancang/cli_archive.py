@@ -39,6 +39,7 @@ def register(app: typer.Typer, user_errors: Any) -> None:
         host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="Port.")] = 8000,
         serve: Annotated[bool, typer.Option(help="Serve after building.")] = True,
+        learn_epochs: Annotated[int, typer.Option(help="Epochs of learning jobs.")] = 15,
     ) -> None:
         """Build a first version offline (MSRA demo data, PER/LOC/ORG) and serve it."""
         from diancang.archive import Archive
@@ -50,7 +51,7 @@ def register(app: typer.Typer, user_errors: Any) -> None:
             outcome = bootstrap(store, _demo_config(epochs), progress=lambda f, m: typer.echo(m))
             _echo({"version": outcome.version.id, "metrics": outcome.version.metrics})
         if serve:
-            _serve(archive, host, port)
+            _serve(archive, host, port, {"train": {"epochs": learn_epochs}})
 
     @app.command()
     @user_errors
@@ -58,9 +59,20 @@ def register(app: typer.Typer, user_errors: Any) -> None:
         archive: ARCHIVE = DEFAULT_ARCHIVE,
         host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="Port.")] = 8000,
+        learn_epochs: Annotated[
+            int | None, typer.Option(help="Epochs of learning jobs (default: the version's).")
+        ] = None,
+        learn_strategies: Annotated[
+            str | None, typer.Option(help="Comma list of strategies for learning jobs.")
+        ] = None,
     ) -> None:
         """Serve the archive's live version over HTTP (token: DIANCANG_TOKEN)."""
-        _serve(archive, host, port)
+        learn: dict[str, Any] = {}
+        if learn_epochs is not None:
+            learn["train"] = {"epochs": learn_epochs}
+        if learn_strategies:
+            learn["strategies"] = learn_strategies.split(",")
+        _serve(archive, host, port, learn)
 
     @app.command()
     @user_errors
@@ -157,12 +169,14 @@ def register(app: typer.Typer, user_errors: Any) -> None:
         _echo(Archive(archive).diff(a, b))
 
 
-def _serve(archive: Path, host: str, port: int) -> None:
+def _serve(archive: Path, host: str, port: int, learn: dict[str, Any] | None = None) -> None:
     import uvicorn
 
     from diancang.service.app import ServiceConfig, create_app
 
-    config = ServiceConfig(archive=archive, token=os.environ.get("DIANCANG_TOKEN") or None)
+    config = ServiceConfig(
+        archive=archive, token=os.environ.get("DIANCANG_TOKEN") or None, learn=learn or {}
+    )
     if not config.token:
         typer.echo(
             "note: DIANCANG_TOKEN is not set, so learning, promotion and rollback over "

@@ -147,13 +147,24 @@ def model_factory(
 
 
 def git_commit() -> str:
-    """The current git commit ("-dirty" if tracked files changed; "unknown" outside git)."""
+    """The current git commit ("-dirty" if tracked files other than benchmark results changed;
+    "unknown" outside git)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
         )
+        # Benchmark result files are written while benchmarks run; they do not make code dirty.
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!benchmarks/results",
+                ":!benchmarks/README.md",
+            ],
             capture_output=True,
             text=True,
             timeout=5,

@@ -155,6 +155,7 @@ strategies: Registry[type[Strategy]] = Registry(
             "bic",
             "relabel_o",
             "cfner",
+            "synthetic_replay",
         )
     ),
 )
