@@ -66,6 +66,11 @@ class StepContext:
     def device(self) -> torch.device:
         return self.model.device
 
+    @property
+    def own_indices(self) -> list[int]:
+        """Indices into ``pool`` of this step's training sentences."""
+        return [i for i, a in enumerate(self.assignment) if a == self.step.index]
+
 
 def linear_head(model: Tagger, who: str) -> GrowableLinear:
     """The model's linear head, for strategies that rewrite its rows (a clear error with the

@@ -129,7 +129,7 @@ class Exemplars(Strategy):
     def _select(self, ctx: StepContext) -> list[dict[str, Any]]:
         memory = list(ctx.state.get("memory", []))
         step = ctx.step
-        mine = [i for i, a in enumerate(ctx.assignment) if a == step.index]
+        mine = ctx.own_indices
         stored = {m["index"] for m in memory}
         picked: list[int] = []
         for label in step.new_types:

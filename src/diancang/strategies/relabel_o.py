@@ -250,7 +250,7 @@ class RelabelO(Strategy):
         counts.append(self.relabelled)
         self.relabelled = 0
         rng = random.Random(ctx.config.seed * 31 + ctx.step.index)
-        mine = [i for i, a in enumerate(ctx.assignment) if a == ctx.step.index]
+        mine = ctx.own_indices
         stored = {m["index"] for m in memory}
         for label in ctx.step.new_types:
             having = [i for i in mine if label in ctx.pool[i].types() and i not in stored]
