@@ -119,3 +119,11 @@ def test_first_step_from_shares_a_base_step_without_retraining_it(tmp_path, monk
     assert trained == [1, 2]  # step 0 was loaded, not trained
     assert shared.per_type[0] == matrix.per_type[0]
     assert arm.progress is not None and arm.progress.states["exemplars"]["memory"]  # hooks ran
+
+
+def test_progress_records_peak_memory_and_commit_while_training(tmp_path):
+    learner, _ = tiny_run(tmp_path, ["finetune"], epochs=1)
+    learner.run()
+    progress = json.loads((tmp_path / "run" / "progress.json").read_text())
+    assert len(progress["peak_mb"]) == len(progress["commits"]) == 3
+    assert all(mb > 0 for mb in progress["peak_mb"]) and all(progress["commits"])

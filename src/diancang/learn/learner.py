@@ -26,6 +26,7 @@ from diancang.learn.checkpoint import Progress, load_progress, save_progress, st
 from diancang.learn.evaluate import evaluate
 from diancang.model.features import collate
 from diancang.model.tagger import Tagger
+from diancang.provenance import git_commit, peak_memory_mb
 from diancang.strategies.base import StepContext, Strategy, check_heads
 from diancang.stream import Step, TaskStream
 
@@ -282,6 +283,8 @@ class Learner:
                 progress.seconds.append(seconds)
                 progress.sentences.append(n_sentences)
                 progress.epochs.append(self.epoch_scores)
+                progress.peak_mb.append(peak_memory_mb())
+                progress.commits.append(git_commit())
                 progress.finished = step.index + 1
                 model.save_pretrained(step_dir(self.out, step.index), run_config=cfg_dict)
                 save_progress(self.out, progress)
