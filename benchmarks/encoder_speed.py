@@ -25,7 +25,8 @@ from benchmarks.summarize import replace_block
 from diancang.config import build_config
 from diancang.data.presets import default_data_dir, load_preset
 from diancang.model.features import collate
-from diancang.pipeline import git_commit, model_factory
+from diancang.pipeline import model_factory
+from diancang.provenance import git_commit
 
 VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
     ("e5-small", "full vocabulary (250k), 12 layers", {}),

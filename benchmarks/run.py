@@ -99,9 +99,12 @@ def run_ceiling(
     sc = rc.stream
     stream = make_stream(rc, splits)
     once = merge(config, {"stream": {"order": stream.order, "fg": len(stream.order), "pg": 1}})
+    once["stream"].pop("shots", None)  # one step: nothing to subsample
     shared = {k: once[k] for k in ("data", "stream", "model", "train")}
     key = hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:10]
-    record = run_one(f"ceiling-{key}", once, "joint", seed, work.parent / f"ceiling-{key}", restart)
+    record = run_one(
+        f"ceiling-{key}", shared, "joint", seed, work.parent / f"ceiling-{key}", restart
+    )
     run_dir = Path(record["heatmap_src"]).parent
     model = Tagger.from_pretrained(run_dir / "model")
     matrix = score_stream(model, stream, rc.train.eval_batch_size)

@@ -30,7 +30,8 @@ import httpx
 
 from benchmarks.run import RESULTS, ROOT
 from benchmarks.summarize import replace_block
-from diancang.pipeline import git_commit, machine
+from diancang.pipeline import machine
+from diancang.provenance import git_commit
 
 START, END = "<!-- load:start -->", "<!-- load:end -->"
 

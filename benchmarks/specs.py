@@ -111,6 +111,48 @@ BENCHMARKS = {
 }
 
 
+#: One-line Chinese descriptions of the CLUENER types, read by the label-semantic and
+#: prompt-span heads (``types:`` in a run config).
+CLUENER_TYPES = {
+    "address": "地址",
+    "book": "书名",
+    "company": "公司",
+    "game": "游戏",
+    "government": "政府部门",
+    "movie": "电影",
+    "name": "人名",
+    "organization": "团体组织",
+    "position": "职位",
+    "scene": "景点",
+}
+
+#: cluener-fewshot (benchmarks/fewshot.py): the CLUENER e5 setting with a base step of 4 types;
+#: the later steps' K (``stream.shots``) and head are set per run. Same data, model and
+#: training as cluener-fg2pg2, so the joint ceiling model is shared with it.
+FEWSHOT: dict[str, Any] = {
+    "data": {"preset": "cluener2020"},
+    "stream": {"fg": 4, "pg": 2},
+    "model": E5,
+    "train": TRAIN_PRETRAINED,
+    "types": CLUENER_TYPES,
+}
+#: Training of the few-shot steps (a handful of sentences: more epochs, smaller batches).
+FEWSHOT_TRAIN = {"epochs": 10, "batch_size": 8}
+#: The best combination of the strategies comparison (benchmarks/results/cluener-fg2pg2.md).
+BEST = "relabel_o+distill+exemplars"
+#: Arm -> (strategies, head).
+FEWSHOT_ARMS = {
+    "finetune": ("finetune", "linear"),
+    "distill": ("distill", "linear"),
+    "best": (BEST, "linear"),
+    "synthetic_replay": ("distill+synthetic_replay", "linear"),
+    "inversion_replay": ("distill+inversion_replay", "linear"),
+    "review": ("distill+review", "linear"),
+    "label_semantic": ("distill", "label_semantic"),
+    "prompt_span": ("finetune", "prompt_span"),
+}
+
+
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Recursive dict merge (``extra`` wins)."""
     out = dict(base)

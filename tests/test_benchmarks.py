@@ -133,3 +133,41 @@ def test_joint_ceiling_is_trained_once_and_scored_per_step(tmp_path):
     )
     assert len(again["matrix"]["micro"]) == 2  # another protocol reuses the same model
     assert len([p for p in (tmp_path / "bench").iterdir() if p.name.startswith("ceiling-")]) == 1
+
+
+def test_fewshot_arms_are_valid_runs_and_the_page_has_a_table_per_k():
+    from benchmarks.fewshot import config_for, render
+    from benchmarks.specs import FEWSHOT_ARMS, FEWSHOT_TRAIN
+    from diancang.strategies.base import build_strategies, check_heads
+
+    for strategies, head in FEWSHOT_ARMS.values():
+        rc = build_config(merge(config_for(None, head, 10), {"train": FEWSHOT_TRAIN}))
+        assert rc.stream.shots == 10 and rc.model.head == head and rc.types
+        check_heads(build_strategies(strategies.split("+"), {}), head)
+    assert "head" not in config_for(None, "linear", None)["model"]  # the ceiling's config
+    row = {"final_macro": 0.5, "base_macro": 0.6, "avg_macro": 0.55, "cost": None}
+    page = render(
+        {
+            "command": "c",
+            "date": "d",
+            "meta": {},
+            "joint_final_macro": 0.625,
+            "zero_shot": {"prompt_span": {"movie": 0.25}},
+            "by_shots": {
+                "10": [
+                    {"arm": "finetune", "new_macro": 0.1, **row},
+                    {"arm": "best", "new_macro": 0.3, **row},
+                ]
+            },
+        }
+    )
+    assert "## K = 10" in page
+    best = next(line for line in page.splitlines() if line.startswith("| best"))
+    assert [c.strip() for c in best.strip("|").split("|")][1:6] == [
+        "50.0",
+        "0.80",
+        "60.0",
+        "30.0",
+        "3.00",
+    ]
+    assert "| movie | 25.0 |" in page

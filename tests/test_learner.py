@@ -98,3 +98,32 @@ def test_resume_accepts_a_run_saved_before_a_setting_existed(tmp_path):
     save_progress(tmp_path, Progress(config=older))
     with pytest.raises(Exception, match="differs in: model"):
         load_progress(tmp_path, cfg)
+
+
+def test_first_step_from_shares_a_base_step_without_retraining_it(tmp_path, monkeypatch):
+    base, _ = tiny_run(tmp_path / "base", ["finetune"], epochs=3, stream={"max_steps": 1})
+    matrix = base.run()
+    assert matrix.n_steps == 1  # max_steps: the base step only
+    folder = tmp_path / "base" / "run" / "checkpoints" / "step-0"
+    arm, _ = tiny_run(
+        tmp_path / "arm", ["exemplars"], epochs=3, train_extra={"first_step_from": str(folder)}
+    )
+    trained: list[int] = []
+    original = type(arm).train_step
+    monkeypatch.setattr(
+        type(arm),
+        "train_step",
+        lambda self, ctxs: trained.append(ctxs[0].step.index) or original(self, ctxs),
+    )
+    shared = arm.run()
+    assert trained == [1, 2]  # step 0 was loaded, not trained
+    assert shared.per_type[0] == matrix.per_type[0]
+    assert arm.progress is not None and arm.progress.states["exemplars"]["memory"]  # hooks ran
+
+
+def test_progress_records_peak_memory_and_commit_while_training(tmp_path):
+    learner, _ = tiny_run(tmp_path, ["finetune"], epochs=1)
+    learner.run()
+    progress = json.loads((tmp_path / "run" / "progress.json").read_text())
+    assert len(progress["peak_mb"]) == len(progress["commits"]) == 3
+    assert all(mb > 0 for mb in progress["peak_mb"]) and all(progress["commits"])

@@ -13,7 +13,7 @@ from tests.test_tagger import make_tagger
 from tests.toy import toy_sentences
 
 
-def tiny_run(tmp_path, names, epochs=2, dev=False, **extra):
+def tiny_run(tmp_path, names, epochs=2, dev=False, train_extra=None, **extra):
     train, test = toy_sentences(42, seed=1), toy_sentences(14, seed=2)
     held = toy_sentences(21, seed=3) if dev else []
     stream = build_stream(train, held, test, order=["LOC", "PER", "ORG"], fg=1, pg=1, seed=1)
@@ -27,6 +27,7 @@ def tiny_run(tmp_path, names, epochs=2, dev=False, **extra):
                 "progress": False,
                 "head_lr": 3e-3,
                 "lr": 1e-3,
+                **(train_extra or {}),
             },
             **extra,
         }

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from diancang.errors import DiancangError
+from diancang.errors import ConfigError, DiancangError
 
 ARCHIVE = Annotated[Path, typer.Option(help="The archive folder.")]
 DEFAULT_ARCHIVE = Path("runs/archive")
@@ -87,6 +87,13 @@ def register(app: typer.Typer, user_errors: Any) -> None:
             str | None, typer.Option(help="Comma list of strategies (default: the version's).")
         ] = None,
         epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+        type_text: Annotated[
+            list[str] | None,
+            typer.Option(
+                help="NAME=TEXT: a one-line description of a new type, read by the "
+                "label_semantic and prompt_span heads (repeatable)."
+            ),
+        ] = None,
         promote: Annotated[bool, typer.Option(help="Promote if the gate accepts.")] = False,
     ) -> None:
         """Learn new types from DATA on top of a version; register a candidate (and promote)."""
@@ -100,6 +107,13 @@ def register(app: typer.Typer, user_errors: Any) -> None:
             overrides["strategies"] = strategies.split(",")
         if epochs is not None:
             overrides["train"] = {"epochs": epochs}
+        if type_text:
+            bad = [t for t in type_text if "=" not in t or not t.split("=", 1)[0].strip()]
+            if bad:
+                raise ConfigError(
+                    f"--type-text {bad[0]!r} is not NAME=TEXT", fix="e.g. --type-text PRO=产品"
+                )
+            overrides["types"] = dict(t.split("=", 1) for t in type_text)
         store = Archive(archive)
         outcome = learn_step(
             store,

@@ -70,6 +70,9 @@ class StreamConfig(_Section):
         description="K-shot: every step after the first keeps K mentions per new type (a greedy "
         "seeded subset of its train and dev sentences); null keeps all.",
     )
+    max_steps: int | None = Field(
+        None, ge=1, description="Run only the first N steps of the stream (null: all)."
+    )
 
 
 class ModelConfig(_Section):
@@ -92,10 +95,11 @@ class ModelConfig(_Section):
     )
     freeze_embeddings: bool = Field(False, description="Do not train the word embeddings.")
     crf: bool = Field(False, description="Add a CRF layer (growable transitions).")
-    head: Literal["linear", "label_semantic"] = Field(
+    head: Literal["linear", "label_semantic", "prompt_span"] = Field(
         "linear",
         description="linear: a learned row per label; label_semantic: labels scored by the "
-        "encoded text of their type (see `types`), so a new type adds no parameter.",
+        "encoded text of their type (see `types`); prompt_span: start/end pointers read behind "
+        "each type's text as a prompt (UIE-style). The last two add no parameter per new type.",
     )
     bilstm: bool = Field(False, description="Add a BiLSTM layer between encoder and head.")
     lstm_hidden: int = Field(128, ge=8, description="BiLSTM hidden size per direction.")
@@ -118,6 +122,12 @@ class TrainConfig(_Section):
     grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's).")
     progress: bool = Field(True, description="Show progress bars.")
+    first_step_from: Path | None = Field(
+        None,
+        description="A model folder already trained on the first step's types: the first step "
+        "is scored and its strategies' end-of-step hooks run, but it is not retrained (several "
+        "runs can share one base step).",
+    )
     eval_each_epoch: bool = Field(
         False, description="Also score the step's dev set (its own types) after every epoch."
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from diancang.model.encoder import (
 )
 from diancang.model.features import TokenEncoder
 from diancang.model.tagger import Tagger, TaggerSpec
+from diancang.provenance import git_commit
 from diancang.strategies.base import build_strategies
 from diancang.stream import TaskStream, build_stream, check_assignment, save_stream
 
@@ -146,35 +146,6 @@ def model_factory(
     return make
 
 
-def git_commit() -> str:
-    """The current git commit ("-dirty" if tracked files other than benchmark results changed;
-    "unknown" outside git)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        # Benchmark result files are written while benchmarks run; they do not make code dirty.
-        dirty = subprocess.run(
-            [
-                "git",
-                "status",
-                "--porcelain",
-                "--untracked-files=no",
-                "--",
-                ".",
-                ":!benchmarks/results",
-                ":!benchmarks/README.md",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        commit = out.stdout.strip()
-        return (commit + ("-dirty" if dirty.stdout.strip() else "")) or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def machine() -> dict[str, Any]:
     """Facts about where a run ran."""
     import os
@@ -189,18 +160,25 @@ def machine() -> dict[str, Any]:
     }
 
 
+def trained_at(progress: Progress | None) -> str:
+    """The git commit(s) that trained the run's steps; the current one (marked) when the run
+    was saved before commits were recorded."""
+    commits = list(dict.fromkeys(progress.commits)) if progress else []
+    return ", ".join(commits) if commits else f"{git_commit()} (reported; trained earlier)"
+
+
 def throughput(progress: Progress | None) -> dict[str, Any]:
     """Training seconds and sentences per step, sentences/s, and this process's peak memory."""
-    import resource
-
     seconds = progress.seconds if progress else []
     sentences = progress.sentences if progress else []
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    peaks = progress.peak_mb if progress else []
     return {
         "train_seconds_per_step": [round(x, 2) for x in seconds],
         "train_sentences_per_step": sentences,
         "sentences_per_second": round(sum(sentences) / sum(seconds), 2) if sum(seconds) else None,
-        "peak_memory_mb": round(peak_kib / 1024, 1),
+        # Measured while training; None for runs saved before peaks were recorded (a finished
+        # run that is only reloaded would otherwise report its reload, not its training).
+        "peak_memory_mb": max(peaks) if peaks else None,
         "dev_per_epoch": progress.epochs if progress else [],
     }
 
@@ -242,7 +220,7 @@ def run(config: RunConfig, restart: bool = False, command: str | None = None) ->
         learner.model.save_pretrained(out / "model", run_config=config.model_dump(mode="json"))
         meta = {
             "command": command,
-            "git_commit": git_commit(),
+            "git_commit": trained_at(learner.progress),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "diancang_version": __version__,
             "machine": machine(),

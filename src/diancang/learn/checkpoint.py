@@ -21,6 +21,9 @@ class Progress:
     seconds: list[float] = field(default_factory=list)
     sentences: list[int] = field(default_factory=list)
     epochs: list[list[dict[str, Any]]] = field(default_factory=list)
+    #: Per step: the process's peak memory (MB) and the git commit of the code, when trained.
+    peak_mb: list[float] = field(default_factory=list)
+    commits: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
 
 

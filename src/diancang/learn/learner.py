@@ -20,13 +20,15 @@ from torch.utils.data import DataLoader
 
 from diancang.config import RunConfig
 from diancang.data.record import Sentence, spans_to_bio
+from diancang.errors import ConfigError
 from diancang.evaluation.matrix import ResultMatrix
 from diancang.learn.checkpoint import Progress, load_progress, save_progress, step_dir
 from diancang.learn.evaluate import evaluate
 from diancang.model.features import collate
 from diancang.model.tagger import Tagger
-from diancang.strategies.base import StepContext, Strategy
-from diancang.stream import TaskStream
+from diancang.provenance import git_commit, peak_memory_mb
+from diancang.strategies.base import StepContext, Strategy, check_heads
+from diancang.stream import Step, TaskStream
 
 logger = logging.getLogger("diancang.learn")
 
@@ -70,6 +72,7 @@ class Learner:
     ) -> None:
         from accelerate import Accelerator
 
+        check_heads(strategies, config.model.head)
         self.config = config
         self.stream = stream
         self.strategies = strategies
@@ -218,12 +221,28 @@ class Learner:
         )
         return time.perf_counter() - began
 
+    def _first_step_model(self, step: Step) -> Tagger | None:
+        """The tagger of ``train.first_step_from`` (None when not set); it must know exactly
+        the first step's types."""
+        path = self.config.train.first_step_from
+        if path is None:
+            return None
+        base = Tagger.from_pretrained(path)
+        if sorted(base.types) != sorted(step.new_types):
+            raise ConfigError(
+                f"train.first_step_from has types {base.types}, but the first step learns "
+                f"{step.new_types}",
+                path=path,
+                fix="give a model trained on exactly the first step's types, or unset it",
+            )
+        return base
+
     # ----------------------------------------------------------------------------- the run
     def run(self, restart: bool = False) -> ResultMatrix:
         """Train every step, evaluate on the all-seen test set, checkpoint; resumes by default."""
         cfg_dict = self.config.model_dump(mode="json")
         progress = Progress(config=cfg_dict) if restart else load_progress(self.out, cfg_dict)
-        steps = self.stream.steps
+        steps = self.stream.steps[: self.config.stream.max_steps]
         model: Tagger | None = None
         if progress.finished > 0:
             model = Tagger.from_pretrained(step_dir(self.out, progress.finished - 1))
@@ -231,10 +250,11 @@ class Learner:
         for step in steps[progress.finished :]:
             seed_everything(self.config.seed + step.index)
             previous = None
-            model = model if model is not None else self.initial
+            base = self._first_step_model(step) if step.index == 0 else None
+            model = model if model is not None else (base or self.initial)
             if model is None:
                 model = self.make_model(step.new_types)
-            else:
+            elif base is None:
                 if any(s.needs_previous for s in self.strategies):
                     previous = copy.deepcopy(model).eval().requires_grad_(False)
                 model.add_labels(step.new_types, self.config.types)
@@ -252,7 +272,7 @@ class Learner:
                 )
                 for s in self.strategies
             ]
-            seconds, n_sentences = self.train_step(ctxs)
+            seconds, n_sentences = self.train_step(ctxs) if base is None else (0.0, 0)
             for s, c in zip(self.strategies, ctxs, strict=True):
                 states[s.name] = s.end_step(c)
             if self.is_main:
@@ -263,6 +283,8 @@ class Learner:
                 progress.seconds.append(seconds)
                 progress.sentences.append(n_sentences)
                 progress.epochs.append(self.epoch_scores)
+                progress.peak_mb.append(peak_memory_mb())
+                progress.commits.append(git_commit())
                 progress.finished = step.index + 1
                 model.save_pretrained(step_dir(self.out, step.index), run_config=cfg_dict)
                 save_progress(self.out, progress)

@@ -23,6 +23,12 @@ from diancang.model.crf import CRF
 from diancang.model.features import Encoded, TokenEncoder, collate
 from diancang.model.head import GrowableLinear
 from diancang.model.label_head import LabelSemanticHead
+from diancang.model.prompt_span import (
+    PromptSpanHead,
+    decode_pointers,
+    pointer_loss,
+    prompted_forward,
+)
 
 
 @dataclass
@@ -40,9 +46,10 @@ class TaggerSpec:
     freeze_embeddings: bool = False
     #: Tokenizer ids kept by vocabulary trimming (row i of the embedding is id kept_ids[i]).
     kept_ids: list[int] | None = None
-    #: "linear" (a growable row per label) or "label_semantic" (rows from the types' texts).
+    #: "linear" (a growable row per label), "label_semantic" (rows from the types' texts) or
+    #: "prompt_span" (start/end pointers behind each type's text as a prompt).
     head: str = "linear"
-    #: One-line descriptions of types (the label-semantic head encodes them; default: the name).
+    #: One-line descriptions of types (the text-based heads encode them; default: the name).
     type_texts: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -88,17 +95,25 @@ class Tagger(nn.Module):
             hidden = 2 * spec.lstm_hidden
         self.dropout = nn.Dropout(spec.dropout)
         self.feature_size = hidden
-        self.head: GrowableLinear | LabelSemanticHead
+        self.head: GrowableLinear | LabelSemanticHead | PromptSpanHead
         if spec.head == "label_semantic":
             self.head = LabelSemanticHead(hidden, int(getattr(encoder, "config").hidden_size))  # noqa: B009
+        elif spec.head == "prompt_span":
+            self.head = PromptSpanHead(hidden)
         elif spec.head == "linear":
             self.head = GrowableLinear(hidden, len(spec.labels))
         else:
             raise DiancangError(
-                f"unknown head {spec.head!r}", fix="use model.head: linear or label_semantic"
+                f"unknown head {spec.head!r}",
+                fix="use model.head: linear, label_semantic or prompt_span",
+            )
+        if spec.crf and spec.head == "prompt_span":
+            raise ConfigError(
+                "the prompt_span head predicts span pointers, which a CRF cannot decode",
+                fix="set model.crf: false with model.head: prompt_span",
             )
         self.crf: CRF | None = CRF(len(spec.labels), spec.labels) if spec.crf else None
-        if spec.head == "label_semantic":
+        if spec.head != "linear":
             self._check_type_texts(spec.types)
 
     # ----------------------------------------------------------------------------- labels
@@ -129,7 +144,7 @@ class Tagger(nn.Module):
         new = [t for t in types if t not in self.types]
         if not new:
             return
-        if isinstance(self.head, LabelSemanticHead):
+        if not isinstance(self.head, GrowableLinear):
             self._check_type_texts(self.types + new)
         added = [f"{p}-{t}" for t in new for p in ("B", "I")]
         self.spec.labels = self.spec.labels + added
@@ -141,20 +156,40 @@ class Tagger(nn.Module):
     # ----------------------------------------------------------------------------- compute
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None,
         attention_mask: torch.Tensor,
         word_index: torch.Tensor,
         word_mask: torch.Tensor,
         output_hidden_states: bool = False,
+        inputs_embeds: torch.Tensor | None = None,
         **unused: Any,
     ) -> TaggerOutput:
-        """input_ids, attention_mask (B, T); word_index, word_mask (B, W) -> TaggerOutput."""
+        """input_ids, attention_mask (B, T); word_index, word_mask (B, W) -> TaggerOutput.
+        ``inputs_embeds`` (B, T, H) replaces ``input_ids`` (model inversion optimises it)."""
+        if isinstance(self.head, PromptSpanHead):
+            assert input_ids is not None, "the prompt_span head needs input_ids"
+            return prompted_forward(
+                self, input_ids, attention_mask, word_index, word_mask, unused.get("labels")
+            )
         enc = self.encoder(
             input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             output_hidden_states=output_hidden_states,
         )
-        states = enc.last_hidden_state  # (B, T, H)
+        feats = self.word_features(enc.last_hidden_state, word_index, word_mask)
+        if isinstance(self.head, LabelSemanticHead):
+            logits = self.head(self.dropout(feats), self.type_embeddings())
+        else:
+            logits = self.head(self.dropout(feats))
+        hidden = tuple(enc.hidden_states) if output_hidden_states else None
+        return TaggerOutput(logits=logits, features=feats, hidden_states=hidden)
+
+    def word_features(
+        self, states: torch.Tensor, word_index: torch.Tensor, word_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-word features (B, W, H') from token states (B, T, H): first pieces, then the
+        BiLSTM if there is one."""
         idx = word_index.unsqueeze(-1).expand(-1, -1, states.shape[-1])
         feats: torch.Tensor = states.gather(1, idx)  # (B, W, H)
         if self.lstm is not None:
@@ -166,12 +201,7 @@ class Tagger(nn.Module):
             feats, _ = nn.utils.rnn.pad_packed_sequence(
                 packed_out, batch_first=True, total_length=feats.shape[1]
             )
-        if isinstance(self.head, LabelSemanticHead):
-            logits = self.head(self.dropout(feats), self.type_embeddings())
-        else:
-            logits = self.head(self.dropout(feats))
-        hidden = tuple(enc.hidden_states) if output_hidden_states else None
-        return TaggerOutput(logits=logits, features=feats, hidden_states=hidden)
+        return feats
 
     def _check_type_texts(self, types: list[str]) -> None:
         """Refuse types whose texts encode to the same ids (their labels could never differ)."""
@@ -212,7 +242,10 @@ class Tagger(nn.Module):
     def loss(
         self, out: TaggerOutput, labels: torch.Tensor, word_mask: torch.Tensor
     ) -> torch.Tensor:
-        """Cross-entropy (or CRF negative log-likelihood) of ``labels`` (B, W); -100 is ignored."""
+        """Cross-entropy (or CRF negative log-likelihood, or the pointer loss of the prompt_span
+        head) of ``labels`` (B, W); -100 is ignored."""
+        if isinstance(self.head, PromptSpanHead):
+            return pointer_loss(out.logits, labels, word_mask)
         if self.crf is not None:
             return self._crf_partial_nll(out.logits, labels, word_mask)
         if not bool((labels != -100).any()):
@@ -246,6 +279,8 @@ class Tagger(nn.Module):
 
     def decode(self, out: TaggerOutput, word_mask: torch.Tensor) -> list[list[int]]:
         """Best label ids per word (Viterbi with a CRF, else argmax), one list per row."""
+        if isinstance(self.head, PromptSpanHead):
+            return decode_pointers(out.logits, word_mask)[0]
         lengths = word_mask.sum(1).tolist()
         if self.crf is not None:
             rows = [i for i, n in enumerate(lengths) if n > 0]
@@ -282,18 +317,36 @@ class Tagger(nn.Module):
             chunk = sentences[lo : lo + batch_size]
             batch = self.batch(chunk)
             out = self(**batch)
+            if isinstance(self.head, PromptSpanHead):
+                paths, word_probs = decode_pointers(out.logits, batch["word_mask"])
+                self._append_tags(chunk, paths, word_probs, tags, probs)
+                continue
             paths = self.decode(out, batch["word_mask"])
             soft = out.logits.softmax(-1)  # (B, W, C)
             rows = batch["word_mask"].any(1)
             if self.crf is not None and bool(rows.any()):
                 soft[rows] = self.crf.marginals(out.logits[rows], batch["word_mask"][rows])
-            for i, (toks, path) in enumerate(zip(chunk, paths, strict=True)):
-                p = [float(soft[i, j, lab]) for j, lab in enumerate(path)]
-                pad = len(toks) - len(path)
-                tags.append([self.spec.labels[lab] for lab in path] + ["O"] * pad)
-                probs.append(p + [0.0] * pad)
+            word_probs = [
+                [float(soft[i, j, lab]) for j, lab in enumerate(path)]
+                for i, path in enumerate(paths)
+            ]
+            self._append_tags(chunk, paths, word_probs, tags, probs)
         self.train(was_training)
         return tags, probs
+
+    def _append_tags(
+        self,
+        chunk: list[list[str]],
+        paths: list[list[int]],
+        word_probs: list[list[float]],
+        tags: list[list[str]],
+        probs: list[list[float]],
+    ) -> None:
+        """Append each sentence's tags and probabilities, ``O``/0 past the kept words."""
+        for toks, path, p in zip(chunk, paths, word_probs, strict=True):
+            pad = len(toks) - len(path)
+            tags.append([self.spec.labels[lab] for lab in path] + ["O"] * pad)
+            probs.append(p + [0.0] * pad)
 
     # ----------------------------------------------------------------------------- save/load
     def save_pretrained(

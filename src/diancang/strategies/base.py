@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from diancang.stream import Step
 
 
+#: Every head; strategies that only add data or average weights work with all of them.
+ALL_HEADS = frozenset({"linear", "label_semantic", "prompt_span"})
+
+
 class NoParams(BaseModel):
     """A strategy without hyperparameters."""
 
@@ -95,6 +99,8 @@ class Strategy:
     needs_previous: ClassVar[bool] = False
     #: Whether ``out.hidden_states`` (every encoder layer) must be computed in training.
     needs_hidden_states: ClassVar[bool] = False
+    #: The heads it works with (``prompt_span`` logits are pointers, not label scores).
+    heads: ClassVar[frozenset[str]] = frozenset({"linear", "label_semantic"})
 
     def __init__(self, params: BaseModel | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -161,6 +167,8 @@ strategies: Registry[type[Strategy]] = Registry(
             "relabel_o",
             "cfner",
             "synthetic_replay",
+            "inversion_replay",
+            "review",
         )
     ),
 )
@@ -177,3 +185,15 @@ def build_strategies(names: list[str], params: dict[str, dict[str, Any]]) -> lis
     if len(set(names)) != len(names):
         raise ConfigError("a strategy is listed twice", fix="list each strategy once")
     return [strategies.get(n).from_config(params.get(n)) for n in names]
+
+
+def check_heads(built: list[Strategy], head: str) -> None:
+    """Refuse strategies that cannot work with the model's ``head``."""
+    for s in built:
+        if head not in s.heads:
+            usable = sorted(n for n in strategies.names() if head in strategies.get(n).heads)
+            raise ConfigError(
+                f"strategy {s.name} reads the model's outputs as label scores, which the "
+                f"{head} head does not give",
+                fix=f"with model.head: {head} use strategies among {usable}, or another head",
+            )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from diancang.strategies.base import StepContext, Strategy, strategies
+from diancang.strategies.base import ALL_HEADS, StepContext, Strategy, strategies
 
 
 @strategies.register("ema", version=1)
@@ -17,6 +17,7 @@ class EMA(Strategy):
     """Exponential moving average of the weights within each step; the average is kept."""
 
     name = "ema"
+    heads = ALL_HEADS
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from diancang.data.record import Sentence
 from diancang.model.tagger import Tagger
-from diancang.strategies.base import StepContext, Strategy, linear_head, strategies
+from diancang.strategies.base import ALL_HEADS, StepContext, Strategy, linear_head, strategies
 from diancang.strategies.words import word_outputs
 
 
@@ -92,6 +92,7 @@ class Exemplars(Strategy):
     """Replay memory of k sentences per type, chosen by herding on entity features."""
 
     name = "exemplars"
+    heads = ALL_HEADS
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from diancang.errors import ConfigError
 from diancang.model.tagger import TaggerOutput
-from diancang.strategies.base import StepContext, Strategy, strategies
+from diancang.strategies.base import ALL_HEADS, StepContext, Strategy, strategies
 
 
 @strategies.register("fgm", version=1)
@@ -20,6 +20,7 @@ class FGM(Strategy):
     """Adversarial perturbation of the word embeddings; adds the adversarial loss."""
 
     name = "fgm"
+    heads = ALL_HEADS
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from diancang.strategies.base import Strategy, strategies
+from diancang.strategies.base import ALL_HEADS, Strategy, strategies
 
 
 @strategies.register("finetune", version=1)
@@ -10,3 +10,4 @@ class Finetune(Strategy):
     """Train on the current step's data (non-current types appear as ``O``); nothing else."""
 
     name = "finetune"
+    heads = ALL_HEADS

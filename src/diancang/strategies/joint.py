@@ -7,7 +7,7 @@ continual strategies are compared with.
 from __future__ import annotations
 
 from diancang.data.record import Sentence
-from diancang.strategies.base import StepContext, Strategy, strategies
+from diancang.strategies.base import ALL_HEADS, StepContext, Strategy, strategies
 
 
 @strategies.register("joint", version=1)
@@ -15,6 +15,7 @@ class Joint(Strategy):
     """Replace the step's data by every training sentence of steps <= t, all seen types kept."""
 
     name = "joint"
+    heads = ALL_HEADS
 
     def train_data(self, ctx: StepContext, data: list[Sentence]) -> list[Sentence]:
         seen = ctx.step.seen_types

@@ -1,0 +1,220 @@
+"""The few-shot benchmark ``cluener-fewshot``::
+
+    python -m benchmarks.fewshot [--shots 5,10,20] [--arms finetune,distill,...] [--data-dir DIR]
+
+CLUENER with e5-small: a base step of 4 types with full data, then 3 steps of 2 types with K
+sentences per new type (``stream.shots``; dev is K-shot too, test has every type).
+
+Every arm of one head starts from one base model, trained once by plain fine-tuning on the base
+step (run folder ``base-<head>``) and loaded with ``train.first_step_from``: the base step is
+scored and the strategies' end-of-step hooks run on it (a language model is trained, a memory
+filled), but it is not retrained per arm. The few-shot steps train ``FEWSHOT_TRAIN``.
+
+Writes ``benchmarks/results/cluener-fewshot.json`` and ``.md``: per K, final macro-F1 on all
+types, on the base and on the new types, step-averaged macro-F1, the ratio to the joint
+full-data ceiling (the model of ``benchmarks.run``'s CLUENER ceiling, scored on this stream),
+and the seconds spent making synthetic data against the step's training seconds; the zero-shot
+F1 of the label-semantic and prompt-span heads on the new types before any example of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shlex
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.run import RESULTS, ROOT, run_ceiling, run_one
+from benchmarks.specs import FEWSHOT, FEWSHOT_ARMS, FEWSHOT_TRAIN, merge
+from diancang.data.presets import default_data_dir
+
+LABEL = "cluener-fewshot"
+
+
+def config_for(data_dir: Path | None, head: str, shots: int | None) -> dict[str, Any]:
+    """The run config of one arm (``shots`` None: the base step's run)."""
+    config = copy.deepcopy(FEWSHOT)
+    if head != "linear":  # unset otherwise, so the joint ceiling is cluener-fg2pg2's
+        config["model"] = {**config["model"], "head": head}
+    if shots is not None:
+        config["stream"] = {**config["stream"], "shots": shots}
+    data_dir = data_dir or default_data_dir()
+    if data_dir is not None:
+        config = merge(config, {"data": {"dir": str(data_dir / "cluener2020")}})
+    return config
+
+
+def base_model(data_dir: Path | None, head: str, work: Path, restart: bool) -> Path:
+    """Train (once) the base step with plain fine-tuning; returns its step-0 model folder."""
+    config = merge(config_for(data_dir, head, None), {"stream": {"max_steps": 1}})
+    record = run_one(f"{LABEL}-base", config, "finetune", 1, work / f"base-{head}", restart)
+    return Path(record["heatmap_src"]).parent / "checkpoints" / "step-0"
+
+
+def zero_shot(model_dir: Path, config: dict[str, Any]) -> dict[str, float]:
+    """F1 per later type of a base model told the types' texts and nothing else."""
+    from diancang.config import build_config
+    from diancang.learn.evaluate import evaluate
+    from diancang.model.tagger import Tagger
+    from diancang.pipeline import load_data, make_stream
+
+    rc = build_config(config)
+    stream = make_stream(rc, load_data(rc))
+    model = Tagger.from_pretrained(model_dir)
+    later = [t for t in stream.order if t not in model.types]
+    model.add_labels(later, rc.types)
+    test = stream.steps[-1].test
+    return {t: evaluate(model, test, [t]).f1 for t in later}
+
+
+def synthesis_cost(run_dir: Path) -> dict[str, float] | None:
+    """Seconds making synthetic data (generation, LM training, inversion) over the few-shot
+    steps against their training seconds (which include the generation inside the data hook)."""
+    progress = json.loads((run_dir / "progress.json").read_text("utf-8"))
+    made = 0.0
+    inside = 0.0  # generation that happened in the data hook, so inside the training seconds
+    for state in progress.get("states", {}).values():
+        for h in state.get("history", []):
+            if h.get("step", 0) == 0:
+                continue
+            inside += h.get("generate_seconds", 0.0) + h.get("seconds", 0.0)
+            made += h.get("generate_seconds", 0.0) + h.get("seconds", 0.0)
+            made += h.get("lm_seconds", 0.0)
+    if made == 0:
+        return None
+    train = sum(progress["seconds"][1:]) - inside
+    return {"synthetic_seconds": made, "train_seconds": train, "ratio": made / max(train, 1e-9)}
+
+
+def arm_row(record: dict[str, Any], base_types: list[str]) -> dict[str, Any]:
+    """The headline numbers of one finished arm."""
+    from diancang.evaluation.matrix import ResultMatrix
+
+    m = ResultMatrix.from_dict(record["matrix"])
+    final = m.per_type[-1]
+    new = [t for t in final if t not in base_types]
+    return {
+        "arm": record["arm"],
+        "final_macro": m.macro[-1],
+        "base_macro": sum(final[t] for t in base_types) / len(base_types),
+        "new_macro": sum(final[t] for t in new) / len(new) if new else None,
+        "avg_macro": sum(m.macro) / len(m.macro),
+        "cost": synthesis_cost(Path(record["heatmap_src"]).parent),
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    """The page ``benchmarks/results/cluener-fewshot.md``."""
+    joint = report["joint_final_macro"]
+    meta = report["meta"]
+    lines = [
+        f"# {LABEL}",
+        "",
+        "CLUENER, e5-small: a base step of 4 types with full data, then 3 steps of 2 types "
+        "with K sentences per new type. Every arm of a head starts from one base model.",
+        "",
+        f"- command: `{report['command']}`",
+        f"- date: {report['date']}; git commit: {meta.get('git_commit')}",
+        f"- encoder: {meta.get('encoder')}; machine: {meta.get('machine')}",
+        f"- data: {meta.get('dataset')}, type order {meta.get('type_order')}",
+        f"- few-shot steps: {json.dumps(FEWSHOT_TRAIN)}; joint full-data final macro-F1: "
+        f"{100 * joint:.1f}",
+        "",
+    ]
+    for k, rows in report["by_shots"].items():
+        finetune_new = next((r["new_macro"] for r in rows if r["arm"] == "finetune"), None)
+        lines += [
+            f"## K = {k}",
+            "",
+            "| arm | final macro | / joint | base types | new types | new / finetune's "
+            "| avg macro | synthetic s / train s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            ratio = (
+                f"{r['new_macro'] / finetune_new:.2f}"
+                if finetune_new and r["new_macro"] is not None
+                else "–"
+            )
+            cost = r["cost"]
+            lines.append(
+                f"| {r['arm']} | {100 * r['final_macro']:.1f} | {r['final_macro'] / joint:.2f} "
+                f"| {100 * r['base_macro']:.1f} | {100 * (r['new_macro'] or 0):.1f} | {ratio} "
+                f"| {100 * r['avg_macro']:.1f} | "
+                + (
+                    f"{cost['synthetic_seconds']:.0f} / {cost['train_seconds']:.0f}"
+                    if cost
+                    else "–"
+                )
+                + " |"
+            )
+        lines.append("")
+    lines += ["## Zero-shot F1 on the new types (base model, before any example)", ""]
+    heads = sorted(report["zero_shot"])
+    lines += ["| type | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+    types = sorted({t for z in report["zero_shot"].values() for t in z})
+    for t in types:
+        cells = [f"{100 * report['zero_shot'][h].get(t, 0.0):.1f}" for h in heads]
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--shots", default="5,10,20", help="comma list of K")
+    p.add_argument("--arms", default=",".join(FEWSHOT_ARMS), help="comma list of arms")
+    p.add_argument("--data-dir", type=Path, default=None, help="datasets folder (../shared/data)")
+    p.add_argument("--restart", action="store_true", help="ignore finished runs")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench", help="run folders")
+    args = p.parse_args(argv)
+    work = args.work / LABEL
+    arms = [a for a in args.arms.split(",") if a]
+    unknown = sorted(set(arms) - set(FEWSHOT_ARMS))
+    if unknown:
+        raise SystemExit(f"unknown arms {unknown}; known: {sorted(FEWSHOT_ARMS)}")
+    heads = sorted({FEWSHOT_ARMS[a][1] for a in arms})
+    bases = {h: base_model(args.data_dir, h, work, args.restart) for h in heads}
+    base_types = json.loads((bases[heads[0]] / "config.json").read_text("utf-8"))["types"]
+    zero = {
+        h: zero_shot(bases[h], config_for(args.data_dir, h, 10)) for h in heads if h != "linear"
+    }
+    ceiling = run_ceiling(LABEL, config_for(args.data_dir, "linear", None), 1, work, args.restart)
+    by_shots: dict[str, list[dict[str, Any]]] = {}
+    records = []
+    for k in [int(x) for x in args.shots.split(",")]:
+        for arm in arms:
+            strategies, head = FEWSHOT_ARMS[arm]
+            cfg = merge(
+                config_for(args.data_dir, head, k),
+                {"train": {**FEWSHOT_TRAIN, "first_step_from": str(bases[head])}},
+            )
+            record = run_one(LABEL, cfg, strategies, 1, work / f"k{k}" / arm, args.restart)
+            record["arm"] = arm
+            records.append(record)
+            by_shots.setdefault(str(k), []).append(arm_row(record, base_types))
+    argv_used = argv if argv is not None else sys.argv[1:]
+    report = {
+        "label": LABEL,
+        "command": "python -m benchmarks.fewshot " + " ".join(shlex.quote(a) for a in argv_used),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "meta": records[0]["meta"] if records else {},
+        "joint_final_macro": ceiling["summary"]["final"]["macro"],
+        "zero_shot": zero,
+        "by_shots": by_shots,
+        "runs": [{k: v for k, v in r.items() if k != "heatmap_src"} for r in records],
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{LABEL}.json").write_text(
+        json.dumps(report, ensure_ascii=False, indent=1, default=str) + "\n", "utf-8"
+    )
+    (RESULTS / f"{LABEL}.md").write_text(render(report), "utf-8")
+    print(render(report))
+
+
+if __name__ == "__main__":
+    main()
