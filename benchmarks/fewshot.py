@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import RESULTS, ROOT, run_ceiling, run_one
+from benchmarks.run import ROOT, run_ceiling, run_one, save_result
 from benchmarks.specs import FEWSHOT, FEWSHOT_ARMS, FEWSHOT_TRAIN, merge
 from diancang.data.presets import default_data_dir
 
@@ -208,11 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         "by_shots": by_shots,
         "runs": [{k: v for k, v in r.items() if k != "heatmap_src"} for r in records],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{LABEL}.json").write_text(
-        json.dumps(report, ensure_ascii=False, indent=1, default=str) + "\n", "utf-8"
-    )
-    (RESULTS / f"{LABEL}.md").write_text(render(report), "utf-8")
+    save_result(LABEL, report, render(report))
     print(render(report))
 
 

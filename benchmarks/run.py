@@ -48,6 +48,15 @@ def benchmark_config(
     return config
 
 
+def save_result(label: str, report: dict[str, Any], page: str) -> None:
+    """Write ``results/<label>.json`` (the report) and ``results/<label>.md`` (its page)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{label}.json").write_text(
+        json.dumps(report, ensure_ascii=False, indent=1, default=str) + "\n", "utf-8"
+    )
+    (RESULTS / f"{label}.md").write_text(page, "utf-8")
+
+
 def run_one(
     name: str, config: dict[str, Any], strategy: str, seed: int, work: Path, restart: bool
 ) -> dict[str, Any]:
@@ -179,10 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         target = RESULTS / f"{label}-{run['strategy']}-s{run['seed']}.png"
         target.write_bytes(Path(run.pop("heatmap_src")).read_bytes())
         run["heatmap"] = target.name
-    (RESULTS / f"{label}.json").write_text(
-        json.dumps(report, ensure_ascii=False, indent=1, default=str) + "\n", "utf-8"
-    )
-    (RESULTS / f"{label}.md").write_text(render_benchmark(report), "utf-8")
+    save_result(label, report, render_benchmark(report))
     refresh_readme(RESULTS, ROOT / "benchmarks" / "README.md")
     print(f"wrote {RESULTS / (label + '.md')}")
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.run import RESULTS, ROOT, benchmark_config, run_one
+from benchmarks.run import ROOT, benchmark_config, run_one, save_result
 from benchmarks.specs import BENCHMARKS
 from diancang.config import set_dotted
 
@@ -115,11 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         "config": config,
         "rows": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{label}.json").write_text(
-        json.dumps(report, ensure_ascii=False, indent=1, default=str) + "\n", "utf-8"
-    )
-    (RESULTS / f"{label}.md").write_text(render(report), "utf-8")
+    save_result(label, report, render(report))
     print(render(report))
 
 

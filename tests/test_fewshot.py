@@ -111,23 +111,9 @@ def test_prompt_span_learns_saves_and_adds_a_type_without_parameters(tmp_path):
 
     from diancang.errors import ConfigError
     from diancang.model.tagger import Tagger
-    from tests.test_label_head import n_params
-    from tests.test_tagger import f1_on
+    from tests.test_label_head import TEXTS, grown_text_head
 
-    texts = {"LOC": "北京上海", "PER": "张三李四"}
-    data = [s.keep_types(TYPES) for s in toy_sentences(14)]
-    model = make_tagger(data, TYPES, head="prompt_span", texts=texts)
-    overfit(model, data, epochs=80)
-    assert f1_on(model, data, TYPES) == 1.0
-    model.eval()
-    batch = model.batch([s.tokens for s in data])
-    with torch.no_grad():
-        before = model(**batch).logits
-    count = n_params(model)
-    model.add_labels(["ORG"], {"ORG": "清华大学"})
-    assert n_params(model) == count  # a new type is a new prompt, not a new parameter
-    with torch.no_grad():
-        after = model(**batch).logits
+    model, data, batch, before, after = grown_text_head("prompt_span")
     assert torch.allclose(after[..., :5], before, atol=1e-5)
     # Batched over (sentence, type) pairs == one type at a time.
     from diancang.model.prompt_span import prompted_forward
@@ -148,7 +134,7 @@ def test_prompt_span_learns_saves_and_adds_a_type_without_parameters(tmp_path):
     tokens = [s.tokens for s in data]
     assert loaded.predict_tags(tokens) == model.predict_tags(tokens)
     with pytest.raises(ConfigError, match="CRF"):
-        make_tagger(data, TYPES, head="prompt_span", texts=texts, crf=True)
+        make_tagger(data, TYPES, head="prompt_span", texts=TEXTS, crf=True)
 
 
 def test_strategies_that_read_label_scores_refuse_prompt_span(tmp_path):

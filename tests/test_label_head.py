@@ -13,11 +13,15 @@ def n_params(model: Tagger) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_a_new_type_adds_no_parameter_and_keeps_old_scores(tmp_path):
+TEXTS = {"LOC": "北京上海", "PER": "张三李四"}  # the toy vocabulary has no Latin letters
+
+
+def grown_text_head(head: str):
+    """A ``head`` tagger overfit on LOC and PER, then given ORG by its text: returns the model,
+    the data, the batch and the logits on it before and after adding ORG."""
     types = ["LOC", "PER"]
     data = [s.keep_types(types) for s in toy_sentences(14)]
-    texts = {"LOC": "北京上海", "PER": "张三李四"}  # the toy vocabulary has no Latin letters
-    model = make_tagger(data, types, head="label_semantic", texts=texts)
+    model = make_tagger(data, types, head=head, texts=TEXTS)
     overfit(model, data, epochs=80)
     assert f1_on(model, data, types) == 1.0
     model.eval()
@@ -26,10 +30,15 @@ def test_a_new_type_adds_no_parameter_and_keeps_old_scores(tmp_path):
         before = model(**batch).logits
     count = n_params(model)
     model.add_labels(["ORG"], {"ORG": "清华大学"})
-    assert n_params(model) == count  # the new type's rows come from its text
-    assert model.spec.type_texts == {**texts, "ORG": "清华大学"}
+    assert n_params(model) == count  # the new type comes from its text, not new parameters
+    assert model.spec.type_texts == {**TEXTS, "ORG": "清华大学"}
     with torch.no_grad():
         after = model(**batch).logits
+    return model, data, batch, before, after
+
+
+def test_a_new_type_adds_no_parameter_and_keeps_old_scores(tmp_path):
+    model, data, _, before, after = grown_text_head("label_semantic")
     assert after.shape[-1] == before.shape[-1] + 2
     assert torch.allclose(after[..., :5], before, atol=1e-5)  # old labels' scores unchanged
     assert torch.isfinite(after[..., 5:]).all()  # zero-shot scores for the new type

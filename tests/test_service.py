@@ -229,9 +229,27 @@ def test_archive_commands(archive_dir, tmp_path):
     runner = CliRunner()
     archive = str(fresh_copy(archive_dir, tmp_path))
     data = str(upload(tmp_path, ["ORG"]))
-    r = runner.invoke(app, ["learn", "--data", data, "--archive", archive, "--epochs", "12"])
+    r = runner.invoke(app, ["learn", "--data", data, "--archive", archive, "--type-text", "ORG"])
+    assert r.exit_code == 2 and "is not NAME=TEXT" in r.output
+    r = runner.invoke(
+        app,
+        [
+            "learn",
+            "--data",
+            data,
+            "--archive",
+            archive,
+            "--epochs",
+            "12",
+            "--type-text",
+            "ORG=机构",
+        ],
+    )
     assert r.exit_code == 0, r.output
     gate = json.loads(r.output[r.output.index("{") :])["gate"]
+    assert Archive(archive).get(2).config["types"] == {"ORG": "机构"}
+    r = runner.invoke(app, ["predict", archive, "--version", "2", "张三在北京工作"])
+    assert r.exit_code == 0 and json.loads(r.output)["text"] == "张三在北京工作", r.output
     r = runner.invoke(app, ["versions", "--archive", archive])
     assert r.exit_code == 0 and "live" in r.output and "candidate" in r.output
     r = runner.invoke(app, ["promote", "2", "--archive", archive])

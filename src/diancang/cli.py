@@ -109,14 +109,33 @@ def evaluate_cmd(
 @app.command()
 @user_errors
 def predict(
-    model: Annotated[Path, typer.Argument(help="A saved model folder.")],
+    model: Annotated[
+        Path, typer.Argument(help="A saved model folder, or an archive (its live version).")
+    ],
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to tag.")] = None,
     file: Annotated[Path | None, typer.Option(help="A file with one text per line.")] = None,
+    version: Annotated[
+        int | None, typer.Option(help="With an archive: this version instead of the live one.")
+    ] = None,
 ) -> None:
     """Print the entities of each text as JSON (one object per line)."""
     from diancang.model.tagger import Tagger
     from diancang.predict import recognize
 
+    if (model / "archive.sqlite3").is_file():
+        from diancang.archive import Archive
+
+        store = Archive(model)
+        chosen = store.get(version) if version is not None else store.live()
+        if chosen is None:
+            raise DiancangError(
+                "the archive has no live version",
+                path=model,
+                fix="list its versions with `diancang versions --archive " + str(model) + "`",
+            )
+        model = store.model_dir(chosen.id)
+    elif version is not None:
+        raise DiancangError("--version needs an archive", path=model, fix="drop --version")
     items = list(texts or [])
     if file is not None:
         if not file.is_file():
