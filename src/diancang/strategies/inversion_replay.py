@@ -86,17 +86,13 @@ def sample_tags(
 
 
 def _nearest(x: torch.Tensor, table: torch.Tensor, budget: int = 1 << 24) -> torch.Tensor:
-    """For x (M, H) and unit rows ``table`` (V, H): the (M,) best cosine, chunked under
-    ``budget`` similarity entries, with its index as a second (M,) tensor stacked: (2, M)."""
+    """For x (M, H) and unit rows ``table`` (V, H): the (M,) index of each row's most similar
+    table row (cosine), chunked under ``budget`` similarity entries."""
     unit = torch.nn.functional.normalize(x, dim=-1)
     step = max(1, budget // max(1, table.shape[0]))
-    best, where = [], []
-    for lo in range(0, unit.shape[0], step):
-        sims = unit[lo : lo + step] @ table.T
-        b, w = sims.max(-1)
-        best.append(b)
-        where.append(w)
-    return torch.stack([torch.cat(best), torch.cat(where).to(x.dtype)])
+    return torch.cat(
+        [(unit[lo : lo + step] @ table.T).argmax(-1) for lo in range(0, len(unit), step)]
+    )
 
 
 def invert(
@@ -203,7 +199,7 @@ class InversionReplay(Strategy):
         for lo in range(0, len(tags), p.batch):
             ids = torch.tensor([old.label_ids(t) for t in tags[lo : lo + p.batch]])
             x, _ = invert(old, ids, table, p.iterations, p.lr, p.prior_weight, seed + lo)
-            nearest = _nearest(x.reshape(-1, x.shape[-1]).cpu(), unit_table)[1].long()
+            nearest = _nearest(x.reshape(-1, x.shape[-1]).cpu(), unit_table)
             flat = [words[i] for i in nearest.tolist()]
             token_lists += [flat[k : k + p.length] for k in range(0, len(flat), p.length)]
         return pseudo_label(old, token_lists, set(old.types), p.min_score)
