@@ -139,7 +139,7 @@ FEWSHOT: dict[str, Any] = {
 #: Training of the few-shot steps (a handful of sentences: more epochs, smaller batches).
 FEWSHOT_TRAIN = {"epochs": 10, "batch_size": 8}
 #: The best combination of the strategies comparison (benchmarks/results/cluener-fg2pg2.md).
-BEST = "relabel_o+distill+exemplars"
+BEST = "cpfd"
 #: Arm -> (strategies, head).
 FEWSHOT_ARMS = {
     "finetune": ("finetune", "linear"),
