@@ -399,3 +399,17 @@ def test_sigkill_never_leaves_a_half_written_version(tmp_path):
     assert counts[-1] >= 1 and counts == sorted(counts)
     Archive(root).gc()  # orphans of the killed adds go; every version stays whole
     assert check_whole(root) == counts[-1]
+
+
+def test_pick_gives_the_named_or_the_live_version(tmp_path):
+    arch = Archive(tmp_path / "a")
+    with pytest.raises(DiancangError, match="no live version") as err:
+        arch.pick()
+    assert err.value.fix
+    add(arch, fake_model(tmp_path / "m1"))
+    add(arch, fake_model(tmp_path / "m2", seed=1), parent=1)
+    with pytest.raises(DiancangError, match="no version 7"):
+        arch.pick(7)
+    assert arch.pick(2).id == 2
+    arch.promote(1)
+    assert arch.pick().id == 1

@@ -126,14 +126,7 @@ def predict(
         from diancang.archive import Archive
 
         store = Archive(model)
-        chosen = store.get(version) if version is not None else store.live()
-        if chosen is None:
-            raise DiancangError(
-                "the archive has no live version",
-                path=model,
-                fix="list its versions with `diancang versions --archive " + str(model) + "`",
-            )
-        model = store.model_dir(chosen.id)
+        model = store.model_dir(store.pick(version).id)
     elif version is not None:
         raise DiancangError("--version needs an archive", path=model, fix="drop --version")
     items = list(texts or [])

@@ -141,12 +141,7 @@ def learn_step(
     values (e.g. ``{"strategies": ["distill"], "train": {"epochs": 3}}``) applied over the base
     version's resolved config."""
     note = progress or (lambda f, m: None)
-    base = archive.get(from_version) if from_version is not None else archive.live()
-    if base is None:
-        raise DataError(
-            "the archive has no live version to learn from",
-            fix="create one first (`diancang demo`) or pass --from VERSION",
-        )
+    base = archive.pick(from_version)
     note(0.0, f"loading version {base.id}")
     teacher = Tagger.from_pretrained(archive.model_dir(base.id))
     raw = dict(base.config)

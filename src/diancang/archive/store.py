@@ -228,6 +228,21 @@ class Archive:
             row = con.execute("SELECT * FROM versions WHERE status = 'live'").fetchone()
             return None if row is None else self._version(row)
 
+    def pick(self, id: int | None = None) -> Version:
+        """The version ``id``, or the live one when ``id`` is None (DiancangError when the
+        archive has no live version yet, or no version ``id``)."""
+        if id is not None:
+            return self.get(id)
+        live = self.live()
+        if live is None:
+            raise DiancangError(
+                "the archive has no live version",
+                path=self.root,
+                fix="create one (`diancang demo`), promote one (`diancang promote ID`) "
+                "or name a version",
+            )
+        return live
+
     def files(self, id: int) -> list[dict[str, Any]]:
         """``{"path", "sha256", "size"}`` of each file of version ``id``, by path."""
         with self._db() as con:
