@@ -171,3 +171,22 @@ def test_fewshot_arms_are_valid_runs_and_the_page_has_a_table_per_k():
         "3.00",
     ]
     assert "| movie | 25.0 |" in page
+
+
+def test_synthesis_cost_charges_each_step_its_language_model_and_generation(tmp_path):
+    from benchmarks.fewshot import synthesis_cost
+
+    history = [
+        {"step": 0, "lm_seconds": 50.0},  # trained after the base step: paid by step 1
+        {"step": 1, "generate_seconds": 4.0, "lm_seconds": 1.0},
+        {"step": 2, "generate_seconds": 6.0, "lm_seconds": 1.0},  # the last LM serves no step
+    ]
+    progress = {"seconds": [300.0, 44.0, 66.0], "states": {"lm": {"history": history}}}
+    (tmp_path / "progress.json").write_text(json.dumps(progress), "utf-8")
+    cost = synthesis_cost(tmp_path)
+    assert cost is not None
+    assert cost["synthetic_seconds"] == 61.0  # 50 + 4 + 1 + 6
+    assert cost["train_seconds"] == 100.0  # 40 + 60: the generation inside the hook taken out
+    assert cost["worst"] == 54.0 / 40.0
+    (tmp_path / "progress.json").write_text(json.dumps({"seconds": [3.0, 1.0]}), "utf-8")
+    assert synthesis_cost(tmp_path) is None
