@@ -137,6 +137,35 @@ def test_prompt_span_learns_saves_and_adds_a_type_without_parameters(tmp_path):
         make_tagger(data, TYPES, head="prompt_span", texts=TEXTS, crf=True)
 
 
+def test_prompt_span_head_reads_the_prompt_vector():
+    from diancang.model.prompt_span import PromptSpanHead
+
+    torch.manual_seed(0)
+    head = PromptSpanHead(8, 6)
+    words = torch.randn(1, 5, 8).expand(2, 5, 8)  # the same words behind two prompts
+    out = head(words, torch.randn(2, 6))
+    assert out.shape == (2, 5, 2)
+    assert not torch.allclose(out[0], out[1])  # the type asked for changes the pointers
+
+
+def test_weights_of_another_head_shape_give_a_clear_error(tmp_path):
+    import pytest
+    from safetensors.torch import load_file, save_file
+
+    from diancang.errors import DiancangError
+    from diancang.model.tagger import Tagger
+    from tests.test_label_head import grown_text_head
+
+    model = grown_text_head("prompt_span")[0]
+    model.save_pretrained(tmp_path / "m")
+    weights = load_file(tmp_path / "m" / "model.safetensors")
+    weights["head.pointers.weight"] = weights["head.pointers.weight"][:, :4].clone()  # an older layout
+    save_file(weights, tmp_path / "m" / "model.safetensors")
+    with pytest.raises(DiancangError, match="do not fit") as e:
+        Tagger.from_pretrained(tmp_path / "m")
+    assert "retrain" in str(e.value) and "model.safetensors" in str(e.value)
+
+
 def test_strategies_that_read_label_scores_refuse_prompt_span(tmp_path):
     import pytest
 

@@ -1,10 +1,16 @@
 """The prompted span head (``prompt_span``, UIE-style): one question per type.
 
 For type ``T`` the encoder reads ``[CLS] text(T) [SEP] sentence [SEP]`` (``text(T)``: its
-description under ``types:``, else its name) and a shared linear layer gives every word a
-*start* and an *end* pointer logit for ``T``. A span of ``T`` runs from a start word to the
-nearest end word at or after it. All (sentence, type) pairs of a batch go through the encoder
-together, so tagging with many types costs one batched call, not one call per type.
+description under ``types:``, else its name) and a shared layer gives every word a *start* and
+an *end* pointer logit for ``T`` from the word's feature ``h`` and the prompt's vector ``q`` (the
+mean state of the prompt's tokens): ``W [h; h * P q]``. The product puts the type asked for
+into the score directly; with the word feature alone the head must wait for the encoder to
+learn to read the prompt (a pretrained encoder that was never trained as UIE is slow at that:
+benchmarks/results/cluener-fewshot-prompt_span-probe.md).
+
+A span of ``T`` runs from a start word to the nearest end word at or after it. All (sentence,
+type) pairs of a batch go through the encoder together, so tagging with many types costs one
+batched call, not one call per type.
 
 A new type adds **no parameter** (its prompt is text), and can be tried zero-shot.
 
@@ -31,14 +37,17 @@ SKIPPED = -20.0
 
 
 class PromptSpanHead(nn.Module):
-    """Start/end pointer logits from word features: (N, W, H) -> (N, W, 2)."""
+    """Start/end pointer logits of words read against their prompt: word features (N, W, H)
+    and prompt vectors (N, E) -> (N, W, 2)."""
 
-    def __init__(self, in_features: int) -> None:
+    def __init__(self, in_features: int, prompt_features: int) -> None:
         super().__init__()
-        self.pointers = nn.Linear(in_features, 2)
+        self.query = nn.Linear(prompt_features, in_features)
+        self.pointers = nn.Linear(2 * in_features, 2)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.pointers(features)
+    def forward(self, features: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        q = self.query(prompts)[:, None, :].expand_as(features)
+        return self.pointers(torch.cat([features, features * q], -1))
 
 
 def prompted_batch(
@@ -47,11 +56,12 @@ def prompted_batch(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     word_index: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each sentence of the batch behind each type's prompt, type-major: rows ``k * B + b``.
 
     input_ids, attention_mask (B, T); word_index (B, W) -> input_ids, attention_mask
-    (n * B, P + T - 1) and word_index (n * B, W), P the longest prompt with its [CLS] and [SEP].
+    (n * B, P + T - 1), word_index (n * B, W) and the prompt's positions (n * B, P + T - 1)
+    (its tokens without [CLS] and [SEP]), P the longest prompt with its [CLS] and [SEP].
     """
     from diancang.data.tokenize import tokenize
 
@@ -66,15 +76,17 @@ def prompted_batch(
     ids = torch.full((len(types) * b, width + t - 1), pad, dtype=torch.long, device=device)
     mask = torch.zeros_like(ids)
     index = torch.zeros((len(types) * b, word_index.shape[1]), dtype=torch.long, device=device)
+    in_prompt = torch.zeros_like(ids, dtype=torch.bool)
     for k, prompt in enumerate(prompts):
         rows = slice(k * b, (k + 1) * b)
         n = len(prompt)
         ids[rows, :n] = torch.tensor(prompt, device=device)
         mask[rows, :n] = 1
+        in_prompt[rows, 1 : max(n - 1, 2)] = True
         ids[rows, n : n + t - 1] = input_ids[:, 1:]
         mask[rows, n : n + t - 1] = attention_mask[:, 1:]
         index[rows] = word_index + (n - 1)
-    return ids, mask, index
+    return ids, mask, index, in_prompt
 
 
 def pointer_targets(
@@ -179,18 +191,20 @@ def prompted_forward(
     if not active:
         feats = torch.zeros((b, w, tagger.feature_size), device=word_index.device)
         return TaggerOutput(logits=logits + head.pointers.bias.sum() * 0.0, features=feats)
-    ids, mask, index = prompted_batch(
+    ids, mask, index, in_prompt = prompted_batch(
         tagger, [tagger.types[k] for k in active], input_ids, attention_mask, word_index
     )
     masks = word_mask.repeat(len(active), 1)
-    parts = []
+    parts, queries = [], []
     for lo in range(0, ids.shape[0], chunk):
         states = tagger.encoder(
             input_ids=ids[lo : lo + chunk], attention_mask=mask[lo : lo + chunk]
         ).last_hidden_state
         parts.append(tagger.word_features(states, index[lo : lo + chunk], masks[lo : lo + chunk]))
-    feats = torch.cat(parts).reshape(len(active), b, w, -1)  # (n, B, W, H')
-    pointers = head(tagger.dropout(feats))  # (n, B, W, 2)
+        weights = in_prompt[lo : lo + chunk, :, None].to(states.dtype)
+        queries.append((states * weights).sum(1) / weights.sum(1))
+    feats = torch.cat(parts)  # (n * B, W, H')
+    pointers = head(tagger.dropout(feats), torch.cat(queries)).reshape(len(active), b, w, 2)
     cols = torch.tensor([1 + 2 * k + j for k in active for j in (0, 1)], device=logits.device)
     logits = logits.index_copy(2, cols, pointers.permute(1, 2, 0, 3).reshape(b, w, -1))
-    return TaggerOutput(logits=logits, features=feats.mean(0))
+    return TaggerOutput(logits=logits, features=feats.reshape(len(active), b, w, -1).mean(0))

@@ -99,7 +99,7 @@ class Tagger(nn.Module):
         if spec.head == "label_semantic":
             self.head = LabelSemanticHead(hidden, int(getattr(encoder, "config").hidden_size))  # noqa: B009
         elif spec.head == "prompt_span":
-            self.head = PromptSpanHead(hidden)
+            self.head = PromptSpanHead(hidden, int(getattr(encoder, "config").hidden_size))  # noqa: B009
         elif spec.head == "linear":
             self.head = GrowableLinear(hidden, len(spec.labels))
         else:
@@ -388,6 +388,16 @@ class Tagger(nn.Module):
         encoder = AutoModel.from_config(AutoConfig.from_pretrained(str(d / "encoder")))
         tokenizer = AutoTokenizer.from_pretrained(str(d / "encoder"))
         model = cls(encoder, tokenizer, spec)
-        load_model(model, str(d / "model.safetensors"))
+        try:
+            load_model(model, str(d / "model.safetensors"))
+        except RuntimeError as e:  # shapes or names that this version's model does not have
+            raise DiancangError(
+                f"the saved weights do not fit this version's {spec.head} model (saved by "
+                f"diancang {raw.get('diancang_version', '?')}, this is {__version__}): "
+                f"{str(e).splitlines()[0]}",
+                path=d / "model.safetensors",
+                fix="retrain the model with this version, or load it with the version that "
+                "saved it",
+            ) from e
         model.eval()
         return model
