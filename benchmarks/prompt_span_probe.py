@@ -1,6 +1,6 @@
 """Why a ``prompt_span`` model finds few spans::
 
-    python -m benchmarks.prompt_span_probe [--model DIR] [--thresholds 0.5,0.3,0.2,0.1]
+    python -m benchmarks.prompt_span_probe [--model DIR] [--thresholds 0.5,0.3,0.2,0.1] [--tag T]
 
 Loads a trained prompt-span model (default: the base model of ``benchmarks.fewshot``) and its
 run's test set, then reports (1) strict F1 on the model's types at each decoding threshold of
@@ -8,7 +8,7 @@ the start/end pointers and (2) how alike the start logits of different types are
 correlation over the test words). A head that reads its prompt gives types different logits;
 correlations near 1 mean it mostly ignores which type it was asked for.
 
-Writes ``benchmarks/results/cluener-fewshot-prompt_span-probe.{json,md}``.
+Writes ``benchmarks/results/cluener-fewshot-prompt_span-probe[-T].{json,md}``.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def render(report: dict[str, Any]) -> str:
     """The Markdown page of a probe report."""
     types = report["types"]
     lines = [
-        f"# {LABEL}",
+        f"# {report['label']}",
         "",
         f"- command: `{report['command']}`",
         f"- date: {report['date']}; git commit: {report['git_commit']}",
@@ -101,19 +101,22 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", type=Path, default=DEFAULT, help="run folder of a prompt_span run")
     p.add_argument("--thresholds", default="0.5,0.4,0.3,0.2,0.1", help="comma list")
+    p.add_argument("--tag", default="", help="suffix of the result's name")
     args = p.parse_args(argv)
     if not (args.model / "checkpoints" / "step-0").is_dir():
         raise SystemExit(f"{args.model}: no checkpoints/step-0; run `python -m benchmarks.fewshot`")
     report = probe(args.model, [float(x) for x in args.thresholds.split(",")])
     argv_used = argv if argv is not None else sys.argv[1:]
+    label = f"{LABEL}-{args.tag}" if args.tag else LABEL
     report.update(
+        label=label,
         command="python -m benchmarks.prompt_span_probe "
         + " ".join(shlex.quote(a) for a in argv_used),
         date=datetime.now(UTC).isoformat(timespec="seconds"),
         git_commit=git_commit(),
         model=str(args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model),
     )
-    save_result(LABEL, report, render(report))
+    save_result(label, report, render(report))
     print(render(report))
 
 
