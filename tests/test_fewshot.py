@@ -159,7 +159,8 @@ def test_weights_of_another_head_shape_give_a_clear_error(tmp_path):
     model = grown_text_head("prompt_span")[0]
     model.save_pretrained(tmp_path / "m")
     weights = load_file(tmp_path / "m" / "model.safetensors")
-    weights["head.pointers.weight"] = weights["head.pointers.weight"][:, :4].clone()  # an older layout
+    old = weights["head.pointers.weight"][:, :4].clone()  # the layout of an older head
+    weights["head.pointers.weight"] = old
     save_file(weights, tmp_path / "m" / "model.safetensors")
     with pytest.raises(DiancangError, match="do not fit") as e:
         Tagger.from_pretrained(tmp_path / "m")
