@@ -131,6 +131,15 @@ def arm_row(record: dict[str, Any], base_types: list[str]) -> dict[str, Any]:
     }
 
 
+def run_commits(runs: list[dict[str, Any]]) -> str:
+    """``"abc123: K=10 finetune, K=10 distill; def456: K=5 finetune"``: who ran at which commit."""
+    by_commit: dict[str, list[str]] = {}
+    for r in runs:
+        commit = str(r.get("meta", {}).get("git_commit"))
+        by_commit.setdefault(commit, []).append(f"K={r.get('shots', '?')} {r.get('arm')}")
+    return "; ".join(f"{c}: {', '.join(arms)}" for c, arms in by_commit.items()) or "–"
+
+
 def render(report: dict[str, Any]) -> str:
     """The page ``benchmarks/results/cluener-fewshot.md``."""
     joint = report["joint_final_macro"]
@@ -142,13 +151,19 @@ def render(report: dict[str, Any]) -> str:
         "with K sentences per new type. Every arm of a head starts from one base model.",
         "",
         f"- command: `{report['command']}`",
-        f"- date: {report['date']}; git commit: {meta.get('git_commit')}",
+        f"- date: {report['date']}; git commit of each run (a finished run is reused, so the "
+        f"rows may span commits): {run_commits(report.get('runs', []))}",
         f"- encoder: {meta.get('encoder')}; machine: {meta.get('machine')}",
         f"- data: {meta.get('dataset')}, type order {meta.get('type_order')}",
         f"- few-shot steps: {json.dumps(FEWSHOT_TRAIN)}; joint full-data final macro-F1: "
         f"{100 * joint:.1f}",
-        "",
     ]
+    lines += [
+        f"- arm `{a}` trains the few-shot steps with {json.dumps(t)} on top"
+        for a, (_, _, t) in FEWSHOT_ARMS.items()
+        if t and any(r["arm"] == a for rows in report["by_shots"].values() for r in rows)
+    ]
+    lines.append("")
     for k, rows in report["by_shots"].items():
         finetune_new = next((r["new_macro"] for r in rows if r["arm"] == "finetune"), None)
         lines += [
@@ -216,13 +231,13 @@ def main(argv: list[str] | None = None) -> None:
     argv_used = argv if argv is not None else sys.argv[1:]
     for k in [int(x) for x in args.shots.split(",")]:
         for arm in arms:
-            strategies, head = FEWSHOT_ARMS[arm]
+            strategies, head, train = FEWSHOT_ARMS[arm]
             cfg = merge(
                 config_for(args.data_dir, head, k),
-                {"train": {**FEWSHOT_TRAIN, "first_step_from": str(bases[head])}},
+                {"train": {**FEWSHOT_TRAIN, **train, "first_step_from": str(bases[head])}},
             )
             record = run_one(LABEL, cfg, strategies, 1, work / f"k{k}" / arm, args.restart)
-            record["arm"] = arm
+            record["arm"], record["shots"] = arm, k
             records.append(record)
             by_shots.setdefault(str(k), []).append(arm_row(record, base_types))
         report = {  # saved after each K, so a long command leaves the finished Ks behind

@@ -140,16 +140,22 @@ FEWSHOT: dict[str, Any] = {
 FEWSHOT_TRAIN = {"epochs": 10, "batch_size": 8}
 #: The best combination of the strategies comparison (benchmarks/results/cluener-fg2pg2.md).
 BEST = "cpfd"
-#: Arm -> (strategies, head).
-FEWSHOT_ARMS = {
-    "finetune": ("finetune", "linear"),
-    "distill": ("distill", "linear"),
-    "best": (BEST, "linear"),
-    "synthetic_replay": ("distill+synthetic_replay", "linear"),
-    "inversion_replay": ("distill+inversion_replay", "linear"),
-    "review": ("distill+review", "linear"),
-    "label_semantic": ("distill", "label_semantic"),
-    "prompt_span": ("finetune", "prompt_span"),
+#: Arm -> (strategies, head, overrides of FEWSHOT_TRAIN for this arm).
+FEWSHOT_ARMS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "finetune": ("finetune", "linear", {}),
+    "distill": ("distill", "linear", {}),
+    "best": (BEST, "linear", {}),
+    "synthetic_replay": ("distill+synthetic_replay", "linear", {}),
+    "inversion_replay": ("distill+inversion_replay", "linear", {}),
+    "review": ("distill+review", "linear", {}),
+    "label_semantic": ("distill", "label_semantic", {}),
+    "prompt_span": ("finetune", "prompt_span", {}),
+    # The encoder at 1/20 of the base step's learning rate in the few-shot steps: does a
+    # slower encoder keep the old types (the arms above train it at 2e-4)?
+    "distill-lr1e-5": ("distill", "linear", {"lr": 1e-5}),
+    "synthetic_replay-lr1e-5": ("distill+synthetic_replay", "linear", {"lr": 1e-5}),
+    # ... and with the head ten times faster, can the new types still be learned?
+    "distill-lr1e-5-head1e-2": ("distill", "linear", {"lr": 1e-5, "head_lr": 1e-2}),
 }
 
 

@@ -140,8 +140,8 @@ def test_fewshot_arms_are_valid_runs_and_the_page_has_a_table_per_k():
     from benchmarks.specs import FEWSHOT_ARMS, FEWSHOT_TRAIN
     from diancang.strategies.base import build_strategies, check_heads
 
-    for strategies, head in FEWSHOT_ARMS.values():
-        rc = build_config(merge(config_for(None, head, 10), {"train": FEWSHOT_TRAIN}))
+    for strategies, head, train in FEWSHOT_ARMS.values():
+        rc = build_config(merge(config_for(None, head, 10), {"train": {**FEWSHOT_TRAIN, **train}}))
         assert rc.stream.shots == 10 and rc.model.head == head and rc.types
         check_heads(build_strategies(strategies.split("+"), {}), head)
     assert "head" not in config_for(None, "linear", None)["model"]  # the ceiling's config
@@ -157,6 +157,7 @@ def test_fewshot_arms_are_valid_runs_and_the_page_has_a_table_per_k():
                 "10": [
                     {"arm": "finetune", "new_macro": 0.1, **row},
                     {"arm": "best", "new_macro": 0.3, **row},
+                    {"arm": "distill-lr1e-5", "new_macro": 0.2, **row},
                 ]
             },
         }
@@ -171,6 +172,20 @@ def test_fewshot_arms_are_valid_runs_and_the_page_has_a_table_per_k():
         "3.00",
     ]
     assert "| movie | 25.0 |" in page
+    assert '- arm `distill-lr1e-5` trains the few-shot steps with {"lr": 1e-05}' in page
+    assert "synthetic_replay-lr1e-5" not in page  # not run, so not described
+
+
+def test_fewshot_page_names_the_commit_of_each_run():
+    from benchmarks.fewshot import run_commits
+
+    runs = [
+        {"meta": {"git_commit": "aaa"}, "arm": "finetune", "shots": 10},
+        {"meta": {"git_commit": "bbb"}, "arm": "distill", "shots": 10},
+        {"meta": {"git_commit": "aaa"}, "arm": "finetune", "shots": 5},
+    ]
+    assert run_commits(runs) == "aaa: K=10 finetune, K=5 finetune; bbb: K=10 distill"
+    assert run_commits([]) == "–"
 
 
 def test_synthesis_cost_charges_each_step_its_language_model_and_generation(tmp_path):
