@@ -217,3 +217,24 @@ def test_kshot_stream_keeps_the_base_step_whole():
         assert all(mentions[t] >= 3 for t in few.steps[k].new_types)
     assert few.assignment["shots"] == 3
     assert len(few.steps[2].test) == len(dev)
+
+
+def test_shot_seed_draws_other_k_shots_from_the_same_step_pools(tmp_path):
+    train, dev = toy_sentences(120, seed=1), toy_sentences(60, seed=2)
+    kw: dict = {"order": ["LOC", "PER", "ORG"], "fg": 1, "pg": 1, "seed": 1}
+    full = build_stream(train, dev, dev, **kw)
+    a = build_stream(train, dev, dev, **kw, shots=3)
+    b = build_stream(train, dev, dev, **kw, shots=3, shot_seed=1)
+    c = build_stream(train, dev, dev, **kw, shots=3, shot_seed=7)
+    assert a.assignment == b.assignment  # the default is the stream's seed
+    assert c.assignment["train"][0] == a.assignment["train"][0]  # the base step is whole
+    assert c.assignment["train"][1:] != a.assignment["train"][1:]
+    for k in (1, 2):  # other K sentences, drawn from the same step's pool
+        assert set(c.assignment["train"][k]) <= set(full.assignment["train"][k])
+    path = save_stream(a, tmp_path / "stream.json")
+    older = json.loads(path.read_text("utf-8"))
+    del older["shot_seed"]  # records written before shot_seed existed mean the seed
+    path.write_text(json.dumps(older), "utf-8")
+    check_assignment(b, path)
+    with pytest.raises(DiancangError, match="shot_seed"):
+        check_assignment(c, path)

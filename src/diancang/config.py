@@ -70,6 +70,12 @@ class StreamConfig(_Section):
         description="K-shot: every step after the first keeps K mentions per new type (a greedy "
         "seeded subset of its train and dev sentences); null keeps all.",
     )
+    shot_seed: int | None = Field(
+        None,
+        description="Seed of the K-shot subsets (null: `seed`). Another value draws other K "
+        "sentences while every step keeps the same pool, so a base model trained on step 1 "
+        "serves every shot seed.",
+    )
     max_steps: int | None = Field(
         None, ge=1, description="Run only the first N steps of the stream (null: all)."
     )

@@ -93,6 +93,7 @@ def make_stream(config: RunConfig, splits: DatasetSplits) -> TaskStream:
         pg=sc.pg,
         seed=sc.seed,
         shots=sc.shots,
+        shot_seed=sc.shot_seed,
     )
 
 

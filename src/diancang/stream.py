@@ -211,22 +211,25 @@ def build_stream(
     pg: int,
     seed: int,
     shots: int | None = None,
+    shot_seed: int | None = None,
 ) -> TaskStream:
     """Build the FG-``fg``-PG-``pg`` stream; deterministic for a ``seed``.
 
     Train and dev are each split by :func:`greedy_assign` (dev with its own frequencies); a step's
     train/dev keep only the step's new types; its test keeps all types seen so far. With
     ``shots`` = K, every step after the first keeps only a K-shot subset of its train and of its
-    dev sentences (:func:`kshot`); the others belong to no step.
+    dev sentences (:func:`kshot`, seeded by ``shot_seed``, default ``seed``); the others
+    belong to no step.
     """
     full_order = type_order(train, order)
     plan = step_types(full_order, fg, pg)
     train_idx = _split(greedy_assign(train, plan, seed), len(plan))
     dev_idx = _split(greedy_assign(dev, plan, seed), len(plan))
+    shot_seed = seed if shot_seed is None else shot_seed
     if shots is not None:
         for k in range(1, len(plan)):
-            train_idx[k] = kshot(train, train_idx[k], plan[k], shots, seed * 1009 + k)
-            dev_idx[k] = kshot(dev, dev_idx[k], plan[k], shots, seed * 1013 + k)
+            train_idx[k] = kshot(train, train_idx[k], plan[k], shots, shot_seed * 1009 + k)
+            dev_idx[k] = kshot(dev, dev_idx[k], plan[k], shots, shot_seed * 1013 + k)
     steps: list[Step] = []
     seen: list[str] = []
     for k, new in enumerate(plan):
@@ -248,6 +251,7 @@ def build_stream(
         "pg": pg,
         "seed": seed,
         "shots": shots,
+        "shot_seed": shot_seed,
         "step_types": plan,
         "n_train": len(train),
         "n_dev": len(dev),
@@ -304,10 +308,13 @@ def check_assignment(stream: TaskStream, path: str | Path) -> None:
     now = stream.assignment
     keys = (*_KEYS, "fg", "pg", "seed", "shots", "n_train", "n_dev")
     diff = [k for k in keys if saved.get(k) != now[k]]
+    if saved.get("shot_seed", saved.get("seed")) != now["shot_seed"]:  # older records: the seed
+        diff.append("shot_seed")
     if diff:
         raise DiancangError(
             f"the saved task stream differs from the one built now (in {', '.join(diff)})",
             path=path,
-            fix="resume with the same data, stream.order, stream.fg/pg and stream.seed, "
+            fix="resume with the same data, stream.order, stream.fg/pg, stream.seed and "
+            "stream.shot_seed, "
             "or start a new run in another output folder",
         )
