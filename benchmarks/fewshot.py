@@ -1,6 +1,7 @@
 """The few-shot benchmark ``cluener-fewshot``::
 
     python -m benchmarks.fewshot [--shots 5,10,20] [--arms finetune,distill,...] [--data-dir DIR]
+                                 [--seeds 1,2,3 --out cluener-fewshot-seeds]
 
 CLUENER with e5-small: a base step of 4 types with full data, then 3 steps of 2 types with K
 sentences per new type (``stream.shots``; dev is K-shot too, test has every type).
@@ -15,6 +16,10 @@ types, on the base and on the new types, step-averaged macro-F1, the ratio to th
 full-data ceiling (the model of ``benchmarks.run``'s CLUENER ceiling, scored on this stream),
 and the seconds spent making synthetic data against the step's training seconds; the zero-shot
 F1 of the label-semantic and prompt-span heads on the new types before any example of them.
+
+``--seeds`` repeats each arm with other K-shot sentences (``stream.shot_seed``) and another
+initialisation and data order (``seed``); the step assignment, and so the base model, stay
+those of seed 1. A row is then the mean over seeds, with the final macro-F1's standard deviation.
 """
 
 from __future__ import annotations
@@ -46,6 +51,20 @@ def config_for(data_dir: Path | None, head: str, shots: int | None) -> dict[str,
     if data_dir is not None:
         config = merge(config, {"data": {"dir": str(data_dir / "cluener2020")}})
     return config
+
+
+def arm_config(
+    data_dir: Path | None, arm: str, shots: int, seed: int, base: Path | None
+) -> dict[str, Any]:
+    """The run config of ``arm`` at K = ``shots``: seed ``seed`` draws its own K-shot sentences
+    (``stream.shot_seed``); the few-shot steps train ``FEWSHOT_TRAIN`` and the arm's overrides,
+    starting from the ``base`` model."""
+    _, head, train = FEWSHOT_ARMS[arm]
+    first = {"first_step_from": str(base)} if base is not None else {}
+    return merge(
+        config_for(data_dir, head, shots),
+        {"stream": {"shot_seed": seed}, "train": {**FEWSHOT_TRAIN, **train, **first}},
+    )
 
 
 def base_model(data_dir: Path | None, head: str, work: Path, restart: bool) -> Path:
@@ -131,13 +150,36 @@ def arm_row(record: dict[str, Any], base_types: list[str]) -> dict[str, Any]:
     }
 
 
+def mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One arm's rows over seeds -> their means, ``seeds`` and ``final_macro_sd`` (sample
+    standard deviation, 0 for one seed); ``cost`` is the seed with the worst step."""
+    n = len(rows)
+    out: dict[str, Any] = {"arm": rows[0]["arm"], "seeds": n}
+    for key in ("final_macro", "base_macro", "new_macro", "avg_macro"):
+        vals = [r[key] for r in rows]
+        out[key] = None if None in vals else sum(vals) / n
+    mean = out["final_macro"]
+    var = sum((r["final_macro"] - mean) ** 2 for r in rows) / (n - 1) if n > 1 else 0.0
+    out["final_macro_sd"] = var**0.5
+    costs = [r["cost"] for r in rows if r["cost"]]
+    out["cost"] = max(costs, key=lambda c: c.get("worst", c["ratio"])) if costs else None
+    return out
+
+
 def run_commits(runs: list[dict[str, Any]]) -> str:
     """``"abc123: K=10 finetune, K=10 distill; def456: K=5 finetune"``: who ran at which commit."""
     by_commit: dict[str, list[str]] = {}
     for r in runs:
         commit = str(r.get("meta", {}).get("git_commit"))
-        by_commit.setdefault(commit, []).append(f"K={r.get('shots', '?')} {r.get('arm')}")
+        seed = f" s{r['seed']}" if r.get("seed", 1) != 1 else ""
+        by_commit.setdefault(commit, []).append(f"K={r.get('shots', '?')} {r.get('arm')}{seed}")
     return "; ".join(f"{c}: {', '.join(arms)}" for c, arms in by_commit.items()) or "–"
+
+
+def final_cell(row: dict[str, Any]) -> str:
+    """``"25.0"``, or ``"25.0 ± 3.1"`` over several seeds."""
+    cell = f"{100 * row['final_macro']:.1f}"
+    return cell + (f" ± {100 * row['final_macro_sd']:.1f}" if row.get("seeds", 1) > 1 else "")
 
 
 def render(report: dict[str, Any]) -> str:
@@ -145,7 +187,7 @@ def render(report: dict[str, Any]) -> str:
     joint = report["joint_final_macro"]
     meta = report["meta"]
     lines = [
-        f"# {LABEL}",
+        f"# {report.get('label', LABEL)}",
         "",
         "CLUENER, e5-small: a base step of 4 types with full data, then 3 steps of 2 types "
         "with K sentences per new type. Every arm of a head starts from one base model.",
@@ -158,6 +200,14 @@ def render(report: dict[str, Any]) -> str:
         f"- few-shot steps: {json.dumps(FEWSHOT_TRAIN)}; joint full-data final macro-F1: "
         f"{100 * joint:.1f}",
     ]
+    seeds = max(
+        (r.get("seeds", 1) for rows in report["by_shots"].values() for r in rows), default=1
+    )
+    if seeds > 1:
+        lines.append(
+            f"- up to {seeds} seeds an arm: final macro is mean ± sample standard deviation, the "
+            "other columns means; the cost column is the seed with the worst step"
+        )
     lines += [
         f"- arm `{a}` trains the few-shot steps with {json.dumps(t)} on top"
         for a, (_, _, t) in FEWSHOT_ARMS.items()
@@ -181,7 +231,7 @@ def render(report: dict[str, Any]) -> str:
             )
             cost = r["cost"]
             lines.append(
-                f"| {r['arm']} | {100 * r['final_macro']:.1f} | {r['final_macro'] / joint:.2f} "
+                f"| {r['arm']} | {final_cell(r)} | {r['final_macro'] / joint:.2f} "
                 f"| {100 * r['base_macro']:.1f} | {100 * (r['new_macro'] or 0):.1f} | {ratio} "
                 f"| {100 * r['avg_macro']:.1f} | "
                 + (
@@ -211,7 +261,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", type=Path, default=None, help="datasets folder (../shared/data)")
     p.add_argument("--restart", action="store_true", help="ignore finished runs")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench", help="run folders")
+    p.add_argument("--seeds", default="1", help="comma list of seeds; each arm runs every seed")
+    p.add_argument("--out", default=LABEL, help="name of the result files in benchmarks/results")
     args = p.parse_args(argv)
+    seeds = [int(x) for x in args.seeds.split(",")]
     work = args.work / LABEL
     arms = [a for a in args.arms.split(",") if a]
     unknown = sorted(set(arms) - set(FEWSHOT_ARMS))
@@ -231,17 +284,17 @@ def main(argv: list[str] | None = None) -> None:
     argv_used = argv if argv is not None else sys.argv[1:]
     for k in [int(x) for x in args.shots.split(",")]:
         for arm in arms:
-            strategies, head, train = FEWSHOT_ARMS[arm]
-            cfg = merge(
-                config_for(args.data_dir, head, k),
-                {"train": {**FEWSHOT_TRAIN, **train, "first_step_from": str(bases[head])}},
-            )
-            record = run_one(LABEL, cfg, strategies, 1, work / f"k{k}" / arm, args.restart)
-            record["arm"], record["shots"] = arm, k
-            records.append(record)
-            by_shots.setdefault(str(k), []).append(arm_row(record, base_types))
+            strategies, head, _ = FEWSHOT_ARMS[arm]
+            rows = []
+            for seed in seeds:
+                cfg = arm_config(args.data_dir, arm, k, seed, bases[head])
+                record = run_one(LABEL, cfg, strategies, seed, work / f"k{k}" / arm, args.restart)
+                record["arm"], record["shots"] = arm, k
+                records.append(record)
+                rows.append(arm_row(record, base_types))
+            by_shots.setdefault(str(k), []).append(mean_row(rows))
         report = {  # saved after each K, so a long command leaves the finished Ks behind
-            "label": LABEL,
+            "label": args.out,
             "command": "python -m benchmarks.fewshot "
             + " ".join(shlex.quote(a) for a in argv_used),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -249,9 +302,9 @@ def main(argv: list[str] | None = None) -> None:
             "joint_final_macro": ceiling["summary"]["final"]["macro"],
             "zero_shot": zero,
             "by_shots": by_shots,
-            "runs": [{k: v for k, v in r.items() if k != "heatmap_src"} for r in records],
+            "runs": [{key: v for key, v in r.items() if key != "heatmap_src"} for r in records],
         }
-        save_result(LABEL, report, render(report))
+        save_result(args.out, report, render(report))
     print(render(report))
 
 

@@ -150,6 +150,8 @@ FEWSHOT_ARMS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "review": ("distill+review", "linear", {}),
     "label_semantic": ("distill", "label_semantic", {}),
     "prompt_span": ("finetune", "prompt_span", {}),
+    # The strategies comparison's best with the best few-shot replay.
+    "cpfd+synthetic_replay": ("cpfd+synthetic_replay", "linear", {}),
     # The encoder at 1/20 of the base step's learning rate in the few-shot steps: does a
     # slower encoder keep the old types (the arms above train it at 2e-4)?
     "distill-lr1e-5": ("distill", "linear", {"lr": 1e-5}),

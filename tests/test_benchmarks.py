@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks.specs import BENCHMARKS, merge
 from benchmarks.summarize import END, START, refresh_readme, render_benchmark
 from diancang.config import build_config
@@ -136,13 +138,14 @@ def test_joint_ceiling_is_trained_once_and_scored_per_step(tmp_path):
 
 
 def test_fewshot_arms_are_valid_runs_and_the_page_has_a_table_per_k():
-    from benchmarks.fewshot import config_for, render
-    from benchmarks.specs import FEWSHOT_ARMS, FEWSHOT_TRAIN
+    from benchmarks.fewshot import arm_config, config_for, render
+    from benchmarks.specs import FEWSHOT_ARMS
     from diancang.strategies.base import build_strategies, check_heads
 
-    for strategies, head, train in FEWSHOT_ARMS.values():
-        rc = build_config(merge(config_for(None, head, 10), {"train": {**FEWSHOT_TRAIN, **train}}))
-        assert rc.stream.shots == 10 and rc.model.head == head and rc.types
+    for arm, (strategies, head, train) in FEWSHOT_ARMS.items():
+        rc = build_config(arm_config(None, arm, 10, 2, None))
+        assert rc.stream.shots == 10 and rc.stream.shot_seed == 2 and rc.model.head == head
+        assert rc.types and all(getattr(rc.train, key) == v for key, v in train.items())
         check_heads(build_strategies(strategies.split("+"), {}), head)
     assert "head" not in config_for(None, "linear", None)["model"]  # the ceiling's config
     row = {"final_macro": 0.5, "base_macro": 0.6, "avg_macro": 0.55, "cost": None}
@@ -205,3 +208,25 @@ def test_synthesis_cost_charges_each_step_its_language_model_and_generation(tmp_
     assert cost["worst"] == 54.0 / 40.0
     (tmp_path / "progress.json").write_text(json.dumps({"seconds": [3.0, 1.0]}), "utf-8")
     assert synthesis_cost(tmp_path) is None
+
+
+def test_fewshot_rows_over_seeds_are_means_with_the_final_sd():
+    from benchmarks.fewshot import final_cell, mean_row
+
+    def row(final: float, worst: float | None) -> dict:
+        cost = {"synthetic_seconds": 1.0, "train_seconds": 1.0, "ratio": 1.0, "worst": worst}
+        return {
+            "arm": "a",
+            "final_macro": final,
+            "base_macro": 0.3,
+            "new_macro": 0.1,
+            "avg_macro": 0.25,
+            "cost": cost if worst else None,
+        }
+
+    m = mean_row([row(0.2, 1.5), row(0.3, 2.0), row(0.25, None)])
+    assert m["seeds"] == 3 and m["final_macro"] == pytest.approx(0.25)
+    assert m["final_macro_sd"] == pytest.approx(0.05)  # sample sd of 0.2, 0.3, 0.25
+    assert m["cost"]["worst"] == 2.0  # the seed with the worst step
+    assert final_cell(m) == "25.0 ± 5.0"
+    assert final_cell(mean_row([row(0.2, None)])) == "20.0"
