@@ -60,10 +60,17 @@ def arm_config(
     (``stream.shot_seed``); the few-shot steps train ``FEWSHOT_TRAIN`` and the arm's overrides,
     starting from the ``base`` model."""
     _, head, train = FEWSHOT_ARMS[arm]
+    config = config_for(data_dir, head, shots)
     first = {"first_step_from": str(base)} if base is not None else {}
+    # shot_seed unset means the stream's seed: that config stays the one of runs made before
+    # shot_seed existed, so they are reused.
+    same = seed == config["stream"].get("seed", 1)
     return merge(
-        config_for(data_dir, head, shots),
-        {"stream": {"shot_seed": seed}, "train": {**FEWSHOT_TRAIN, **train, **first}},
+        config,
+        {
+            "stream": {} if same else {"shot_seed": seed},
+            "train": {**FEWSHOT_TRAIN, **train, **first},
+        },
     )
 
 

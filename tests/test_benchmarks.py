@@ -147,6 +147,7 @@ def test_fewshot_arms_are_valid_runs_and_the_page_has_a_table_per_k():
         assert rc.stream.shots == 10 and rc.stream.shot_seed == 2 and rc.model.head == head
         assert rc.types and all(getattr(rc.train, key) == v for key, v in train.items())
         check_heads(build_strategies(strategies.split("+"), {}), head)
+    assert "shot_seed" not in arm_config(None, "finetune", 10, 1, None)["stream"]  # = seed
     assert "head" not in config_for(None, "linear", None)["model"]  # the ceiling's config
     row = {"final_macro": 0.5, "base_macro": 0.6, "avg_macro": 0.55, "cost": None}
     page = render(
