@@ -1,7 +1,7 @@
 """The few-shot benchmark ``cluener-fewshot``::
 
     python -m benchmarks.fewshot [--shots 5,10,20] [--arms finetune,distill,...] [--data-dir DIR]
-                                 [--seeds 1,2,3 --out cluener-fewshot-seeds]
+                                 [--draws 1,2,3 --out cluener-fewshot-draws]
 
 CLUENER with e5-small: a base step of 4 types with full data, then 3 steps of 2 types with K
 sentences per new type (``stream.shots``; dev is K-shot too, test has every type).
@@ -17,9 +17,10 @@ full-data ceiling (the model of ``benchmarks.run``'s CLUENER ceiling, scored on 
 and the seconds spent making synthetic data against the step's training seconds; the zero-shot
 F1 of the label-semantic and prompt-span heads on the new types before any example of them.
 
-``--seeds`` repeats each arm with other K-shot sentences (``stream.shot_seed``) and another
-initialisation and data order (``seed``); the step assignment, and so the base model, stay
-those of seed 1. A row is then the mean over seeds, with the final macro-F1's standard deviation.
+``--draws`` repeats each arm on other K-shot sentences (``stream.shot_seed``), drawn from the
+same step pools; everything else (the run seed: initialisation, data order, CLUENER's dev cut;
+the step assignment; the base model) stays that of draw 1. A row is then the mean over draws,
+with the final macro-F1's standard deviation.
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ def config_for(data_dir: Path | None, head: str, shots: int | None) -> dict[str,
 
 
 def arm_config(
-    data_dir: Path | None, arm: str, shots: int, seed: int, base: Path | None
+    data_dir: Path | None, arm: str, shots: int, draw: int, base: Path | None
 ) -> dict[str, Any]:
-    """The run config of ``arm`` at K = ``shots``: seed ``seed`` draws its own K-shot sentences
+    """The run config of ``arm`` at K = ``shots`` on K-shot draw ``draw``
     (``stream.shot_seed``); the few-shot steps train ``FEWSHOT_TRAIN`` and the arm's overrides,
     starting from the ``base`` model."""
     _, head, train = FEWSHOT_ARMS[arm]
@@ -64,11 +65,11 @@ def arm_config(
     first = {"first_step_from": str(base)} if base is not None else {}
     # shot_seed unset means the stream's seed: that config stays the one of runs made before
     # shot_seed existed, so they are reused.
-    same = seed == config["stream"].get("seed", 1)
+    same = draw == config["stream"].get("seed", 1)
     return merge(
         config,
         {
-            "stream": {} if same else {"shot_seed": seed},
+            "stream": {} if same else {"shot_seed": draw},
             "train": {**FEWSHOT_TRAIN, **train, **first},
         },
     )
@@ -158,10 +159,10 @@ def arm_row(record: dict[str, Any], base_types: list[str]) -> dict[str, Any]:
 
 
 def mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """One arm's rows over seeds -> their means, ``seeds`` and ``final_macro_sd`` (sample
-    standard deviation, 0 for one seed); ``cost`` is the seed with the worst step."""
+    """One arm's rows over K-shot draws -> their means, ``draws`` and ``final_macro_sd`` (sample
+    standard deviation, 0 for one draw); ``cost`` is the draw with the worst step."""
     n = len(rows)
-    out: dict[str, Any] = {"arm": rows[0]["arm"], "seeds": n}
+    out: dict[str, Any] = {"arm": rows[0]["arm"], "draws": n}
     for key in ("final_macro", "base_macro", "new_macro", "avg_macro"):
         vals = [r[key] for r in rows]
         out[key] = None if None in vals else sum(vals) / n
@@ -178,15 +179,15 @@ def run_commits(runs: list[dict[str, Any]]) -> str:
     by_commit: dict[str, list[str]] = {}
     for r in runs:
         commit = str(r.get("meta", {}).get("git_commit"))
-        seed = f" s{r['seed']}" if r.get("seed", 1) != 1 else ""
-        by_commit.setdefault(commit, []).append(f"K={r.get('shots', '?')} {r.get('arm')}{seed}")
+        draw = f" draw {r['draw']}" if r.get("draw", 1) != 1 else ""
+        by_commit.setdefault(commit, []).append(f"K={r.get('shots', '?')} {r.get('arm')}{draw}")
     return "; ".join(f"{c}: {', '.join(arms)}" for c, arms in by_commit.items()) or "–"
 
 
 def final_cell(row: dict[str, Any]) -> str:
-    """``"25.0"``, or ``"25.0 ± 3.1"`` over several seeds."""
+    """``"25.0"``, or ``"25.0 ± 3.1"`` over several draws."""
     cell = f"{100 * row['final_macro']:.1f}"
-    return cell + (f" ± {100 * row['final_macro_sd']:.1f}" if row.get("seeds", 1) > 1 else "")
+    return cell + (f" ± {100 * row['final_macro_sd']:.1f}" if row.get("draws", 1) > 1 else "")
 
 
 def render(report: dict[str, Any]) -> str:
@@ -207,13 +208,14 @@ def render(report: dict[str, Any]) -> str:
         f"- few-shot steps: {json.dumps(FEWSHOT_TRAIN)}; joint full-data final macro-F1: "
         f"{100 * joint:.1f}",
     ]
-    seeds = max(
-        (r.get("seeds", 1) for rows in report["by_shots"].values() for r in rows), default=1
+    draws = max(
+        (r.get("draws", 1) for rows in report["by_shots"].values() for r in rows), default=1
     )
-    if seeds > 1:
+    if draws > 1:
         lines.append(
-            f"- up to {seeds} seeds an arm: final macro is mean ± sample standard deviation, the "
-            "other columns means; the cost column is the seed with the worst step"
+            f"- {draws} K-shot draws an arm (`stream.shot_seed`; the run seed stays 1): final "
+            "macro is mean ± sample standard deviation, the other columns means; the cost "
+            "column is the draw with the worst step"
         )
     lines += [
         f"- arm `{a}` trains the few-shot steps with {json.dumps(t)} on top"
@@ -268,10 +270,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", type=Path, default=None, help="datasets folder (../shared/data)")
     p.add_argument("--restart", action="store_true", help="ignore finished runs")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench", help="run folders")
-    p.add_argument("--seeds", default="1", help="comma list of seeds; each arm runs every seed")
+    p.add_argument("--draws", default="1", help="comma list of K-shot draws (stream.shot_seed)")
     p.add_argument("--out", default=LABEL, help="name of the result files in benchmarks/results")
     args = p.parse_args(argv)
-    seeds = [int(x) for x in args.seeds.split(",")]
+    draws = [int(x) for x in args.draws.split(",")]
     work = args.work / LABEL
     arms = [a for a in args.arms.split(",") if a]
     unknown = sorted(set(arms) - set(FEWSHOT_ARMS))
@@ -293,10 +295,11 @@ def main(argv: list[str] | None = None) -> None:
         for arm in arms:
             strategies, head, _ = FEWSHOT_ARMS[arm]
             rows = []
-            for seed in seeds:
-                cfg = arm_config(args.data_dir, arm, k, seed, bases[head])
-                record = run_one(LABEL, cfg, strategies, seed, work / f"k{k}" / arm, args.restart)
-                record["arm"], record["shots"] = arm, k
+            for draw in draws:
+                cfg = arm_config(args.data_dir, arm, k, draw, bases[head])
+                folder = work / f"k{k}" / arm / (f"draw-{draw}" if draw != 1 else "")
+                record = run_one(LABEL, cfg, strategies, 1, folder, args.restart)
+                record["arm"], record["shots"], record["draw"] = arm, k, draw
                 records.append(record)
                 rows.append(arm_row(record, base_types))
             by_shots.setdefault(str(k), []).append(mean_row(rows))

@@ -185,10 +185,10 @@ def test_fewshot_page_names_the_commit_of_each_run():
 
     runs = [
         {"meta": {"git_commit": "aaa"}, "arm": "finetune", "shots": 10},
-        {"meta": {"git_commit": "bbb"}, "arm": "distill", "shots": 10},
+        {"meta": {"git_commit": "bbb"}, "arm": "distill", "shots": 10, "draw": 2},
         {"meta": {"git_commit": "aaa"}, "arm": "finetune", "shots": 5},
     ]
-    assert run_commits(runs) == "aaa: K=10 finetune, K=5 finetune; bbb: K=10 distill"
+    assert run_commits(runs) == "aaa: K=10 finetune, K=5 finetune; bbb: K=10 distill draw 2"
     assert run_commits([]) == "–"
 
 
@@ -211,7 +211,7 @@ def test_synthesis_cost_charges_each_step_its_language_model_and_generation(tmp_
     assert synthesis_cost(tmp_path) is None
 
 
-def test_fewshot_rows_over_seeds_are_means_with_the_final_sd():
+def test_fewshot_rows_over_draws_are_means_with_the_final_sd():
     from benchmarks.fewshot import final_cell, mean_row
 
     def row(final: float, worst: float | None) -> dict:
@@ -226,8 +226,8 @@ def test_fewshot_rows_over_seeds_are_means_with_the_final_sd():
         }
 
     m = mean_row([row(0.2, 1.5), row(0.3, 2.0), row(0.25, None)])
-    assert m["seeds"] == 3 and m["final_macro"] == pytest.approx(0.25)
+    assert m["draws"] == 3 and m["final_macro"] == pytest.approx(0.25)
     assert m["final_macro_sd"] == pytest.approx(0.05)  # sample sd of 0.2, 0.3, 0.25
-    assert m["cost"]["worst"] == 2.0  # the seed with the worst step
+    assert m["cost"]["worst"] == 2.0  # the draw with the worst step
     assert final_cell(m) == "25.0 ± 5.0"
     assert final_cell(mean_row([row(0.2, None)])) == "20.0"
