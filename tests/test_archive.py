@@ -303,7 +303,25 @@ def test_gc_removes_orphans_only(tmp_path):
     assert set(blob_files(arch)) == kept and arch.dataset_path(fp).is_file()
     assert fresh_blob.exists() and not stale_blob.exists() and not stale_checkout.exists()
     assert arch.model_dir(1).is_dir() and arch.gc() == 0
-    assert arch.events()[-1] == {**arch.events()[-1], "kind": "gc", "detail": {"removed": 0}}
+    assert arch.events()[-1] == {
+        **arch.events()[-1],
+        "kind": "gc",
+        "detail": {"removed": 0, "scratch": 0},
+    }
+
+
+def test_gc_removes_the_scratch_of_dead_processes_only(tmp_path):
+    import subprocess
+
+    arch = Archive(tmp_path / "a")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a process that is gone: its pid names a folder nobody works in
+    left = arch.root / "scratch" / f"upload-{dead.pid}-abc"
+    (left / "blobs").mkdir(parents=True)
+    with arch.scratch("step") as mine:  # this process's own: kept while in use
+        arch.gc()
+        assert mine.is_dir() and not left.exists()
+    assert not mine.exists()
 
 
 def test_threads_share_one_archive(tmp_path):

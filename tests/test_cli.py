@@ -13,6 +13,11 @@ from tests.conftest import shared_data
 runner = CliRunner()
 
 TINY = [
+    "model.encoder=tiny-random",
+    "model.keep_layers=null",
+    "model.trim_vocab=false",
+    "data.max_train=null",
+    "data.max_test=null",
     "data.preset=demo",
     "stream.fg=2",
     "stream.pg=1",
@@ -28,7 +33,9 @@ TINY = [
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    result = runner.invoke(app, ["run", "--quiet", "--", *TINY, f"output_dir={out}"])
+    result = runner.invoke(
+        app, ["run", "--quiet", "--compare", "", "--", *TINY, f"output_dir={out}"]
+    )
     assert result.exit_code == 0, result.output
     return out
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 
+from diancang.config import build_config
+from diancang.learn.blobs import Blobs
+from diancang.learn.runner import StepRunner
+from diancang.strategies.base import StepContext
 from diancang.strategies.inversion_replay import InversionReplay, invert, sample_tags, word_rows
 from diancang.strategies.review import Review, soft_kl
+from diancang.stream import Step
 from tests.test_tagger import make_tagger, overfit
 from tests.toy import toy_sentences
 
@@ -71,7 +77,12 @@ def test_review_keeps_old_types_and_leaves_its_teachers_alone():
     learned.eval()
     before = copy.deepcopy(learned.state_dict())
     strategy = Review(Review.Params(review_epochs=15, review_lr=2e-3, review_batch=8))
-    student = strategy.review(learned, previous, data, new, rng=__import__("random").Random(0))
+    config = build_config({"train": {"progress": False}})
+    runner = StepRunner(config, [strategy])
+    step = Step(1, ["ORG"], [*previous.types, "ORG"], new, [], [])
+    ctx = StepContext(step, learned, previous, config, [], [], Blobs(Path("unused")))
+    ctx.fit = runner.fit  # the review trains through the step runner's loop
+    student = strategy.review(ctx, data, new)
     assert all(torch.equal(v, before[k]) for k, v in learned.state_dict().items())
 
     def kl_old(model):

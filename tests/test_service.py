@@ -71,7 +71,7 @@ def test_bootstrap_then_learn_registers_a_scored_candidate(archive_dir, tmp_path
     outcome = learn_step(store, upload(tmp_path, ["ORG"]), progress=lambda f, m: notes.append(m))
     v = outcome.version
     assert (v.id, v.parent, v.status) == (2, 1, "candidate")
-    assert v.types == ["LOC", "PER", "ORG"] and v.strategies == ["distill"]
+    assert v.types == ["LOC", "PER", "ORG"] and v.strategies == ["distill@1"]
     assert set(v.metrics["per_type"]) == {"LOC", "PER", "ORG"}  # every retained dev set
     assert len(v.datasets) == 2 and set(outcome.decision["deltas"]) == {"LOC", "PER"}
     assert notes[0].startswith("loading version 1") and "gate" in notes[-1]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from diancang.archive import Archive
 from diancang.config import build_config
 from diancang.learn.learner import Learner
+from diancang.learn.runner import StepRunner
+from diancang.learn.version import read_record
 from diancang.model.tagger import Tagger
 from diancang.strategies.base import Strategy, build_strategies, strategies
 from diancang.stream import build_stream
@@ -36,31 +39,53 @@ def tiny_run(tmp_path, names, epochs=2, dev=False, train_extra=None, **extra):
         cfg,
         stream,
         build_strategies(cfg.strategies, cfg.strategy_params),
-        lambda types: make_tagger(train, types),
+        lambda types: make_tagger(train, types, crf=cfg.model.crf),
         train,
     )
     return learner, stream
 
 
+HOOKS = (
+    "begin_step",
+    "train_data",
+    "targets",
+    "loss_terms",
+    "after_update",
+    "final_weights",
+    "end_step",
+)
+
+
+def overridden(strategy: Strategy) -> set[str]:
+    """The hooks a strategy's class implements itself (not the base class's no-op)."""
+    return {h for h in HOOKS if getattr(type(strategy), h) is not getattr(Strategy, h)}
+
+
 class Spy:
-    """Wraps a strategy and records which hooks the learner reached."""
+    """Wraps a strategy and records, per hook, the step indices at which the runner called it."""
 
     def __init__(self, inner: Strategy) -> None:
-        self.inner, self.calls = inner, set()
-        for hook in ("train_data", "loss_terms", "end_step"):
+        self.inner, self.calls = inner, {h: set() for h in HOOKS}
+        for hook in HOOKS:
             setattr(self, hook, self._wrap(hook))
 
     def _wrap(self, hook):
         original = getattr(self.inner, hook)
 
-        def call(*args, **kwargs):
-            self.calls.add(hook)
-            return original(*args, **kwargs)
+        def call(ctx, *args, **kwargs):
+            self.calls[hook].add(ctx.step.index)
+            return original(ctx, *args, **kwargs)
 
         return call
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
+
+
+def check_hooks_reached(spy: Spy, steps: int) -> None:
+    """Every hook the strategy implements ran at every step (with a teacher from the second)."""
+    for hook in sorted(overridden(spy.inner)):
+        assert spy.calls[hook] == set(range(steps)), f"{spy.inner.name}.{hook}: {spy.calls[hook]}"
 
 
 @pytest.mark.parametrize("name", strategies.names())
@@ -70,7 +95,7 @@ class TestStrategyContract:
         spy = Spy(learner.strategies[0])
         learner.strategies = [spy]  # type: ignore[list-item]
         matrix = learner.run()
-        assert spy.calls == {"train_data", "loss_terms", "end_step"}
+        check_hooks_reached(spy, 3)
         assert matrix.n_steps == len(stream.steps) == 3
         model = learner.model
         assert model is not None and model.types == ["LOC", "PER", "ORG"]
@@ -79,6 +104,36 @@ class TestStrategyContract:
         tokens = [s.tokens for s in stream.steps[-1].test]
         assert loaded.predict_tags(tokens) == model.predict_tags(tokens)
 
+    def test_state_round_trips_through_the_archive(self, tmp_path, name):
+        learner, stream = tiny_run(tmp_path, [name], epochs=1)
+        learner.run()
+        inner = learner.strategies[0]
+        folder = tmp_path / "run" / "checkpoints" / "step-2"
+        store = Archive(tmp_path / "archive")
+        version = store.add_version(
+            folder,
+            parent=None,
+            types=["LOC"],
+            strategies=[inner.id],
+            config={},
+            datasets={},
+            metrics={},
+        )
+        checkout = store.model_dir(version.id)
+        record = read_record(checkout)
+        assert record.step == 2 and record.strategies[name]["id"] == inner.id
+        states = record.states([inner], checkout)
+        saved = learner.progress.states.get(name)
+        if inner.State is None:
+            assert states == {name: None} and saved is None
+            return
+        assert states[name].model_dump(mode="json") == saved
+        for digest in states[name].blobs():  # every blob it refers to came with the version
+            assert (checkout / "blobs" / digest).is_file()
+        tokens = [s.tokens for s in stream.steps[-1].test]
+        reloaded = Tagger.from_pretrained(checkout)
+        assert reloaded.predict_tags(tokens) == learner.model.predict_tags(tokens)
+
     def test_has_typed_params(self, tmp_path, name):
         cls = strategies.get(name)
         assert cls.name == name
@@ -86,6 +141,22 @@ class TestStrategyContract:
         cls.Params()  # every hyperparameter has a default
         with pytest.raises(Exception, match=r"unknown_key|Extra"):
             cls.from_config({"unknown_key": 1})
+
+
+def test_the_hooks_check_fails_when_the_runner_skips_a_hook(tmp_path, monkeypatch):
+    """The contract's "hooks reached" check can fail: a runner that forgets loss_terms."""
+
+    def without_loss_terms(self, pairs, model, inputs):
+        out = model(**inputs)
+        return pairs[0][1].model.loss(out, inputs["labels"], inputs["word_mask"])
+
+    monkeypatch.setattr(StepRunner, "batch_loss", without_loss_terms)
+    learner, _ = tiny_run(tmp_path, ["distill"], epochs=1)
+    spy = Spy(learner.strategies[0])
+    learner.strategies = [spy]  # type: ignore[list-item]
+    learner.run()
+    with pytest.raises(AssertionError, match=r"distill\.loss_terms"):
+        check_hooks_reached(spy, 3)
 
 
 def test_compositions_run_and_carry_their_state(tmp_path):

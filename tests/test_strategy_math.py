@@ -10,6 +10,7 @@ import torch
 
 from diancang.data.record import spans_to_bio
 from diancang.errors import ConfigError
+from diancang.strategies.base import StepBatch, StoredSentence, Target
 from diancang.strategies.distill import Distill, old_label_kl
 from diancang.strategies.ema import EMA
 from diancang.strategies.fgm import FGM
@@ -32,15 +33,18 @@ def test_old_label_kl_hand_value():
 def test_distill_ignores_o_tokens_in_the_base_loss_only_with_a_teacher():
     labels = torch.tensor([[0, 3, 4, 0, -100]])
     d = Distill()
+    batch = SimpleNamespace(inputs={"labels": labels})
     with_teacher = SimpleNamespace(previous=object())
-    assert d.targets(with_teacher, {}, None, labels).tolist() == [[-100, 3, 4, -100, -100]]
-    assert d.targets(SimpleNamespace(previous=None), {}, None, labels) is labels
+    out = d.targets(with_teacher, batch, Target(labels))
+    assert out.labels.tolist() == [[-100, 3, 4, -100, -100]] and out.weights is None
+    target = Target(labels)
+    assert d.targets(SimpleNamespace(previous=None), batch, target) is target
 
 
 def test_ema_average_by_hand():
     module = torch.nn.Linear(1, 1, bias=False)
-    ctx = SimpleNamespace(model=module)
     ema = EMA()
+    ctx = SimpleNamespace(model=module, work=ema.begin_step(None))
     with torch.no_grad():
         module.weight.fill_(0.0)
     ema.after_update(ctx)  # starts the average at the current weights
@@ -50,7 +54,8 @@ def test_ema_average_by_hand():
     decay = 2 / 11
     weights = ema.final_weights(ctx)
     assert weights["weight"].item() == pytest.approx(1 - decay)
-    assert ema.final_weights(ctx) is None  # the average is handed over once
+    ctx.work = ema.begin_step(None)  # the next step starts a new average
+    assert ema.final_weights(ctx) is None
 
 
 def test_fgm_adds_an_adversarial_loss_and_restores_the_embeddings():
@@ -66,14 +71,17 @@ def test_fgm_adds_an_adversarial_loss_and_restores_the_embeddings():
     out = model(**batch)
     base = model.loss(out, batch["labels"], batch["word_mask"]).item()
     before = model.encoder.get_input_embeddings().weight.detach().clone()
-    terms = FGM(FGM.Params(epsilon=0.5)).loss_terms(SimpleNamespace(model=model), batch, out)
+    step_batch, target = StepBatch(batch, out), Target(batch["labels"])
+    terms = FGM(FGM.Params(epsilon=0.5)).loss_terms(
+        SimpleNamespace(model=model), step_batch, target
+    )
     assert torch.equal(model.encoder.get_input_embeddings().weight, before)
     assert terms["adv"].item() > base  # moving along the gradient raises the loss
     assert terms["adv"].requires_grad
 
     model.encoder.get_input_embeddings().weight.requires_grad_(False)
     with pytest.raises(ConfigError, match="freeze_embeddings"):
-        FGM().loss_terms(SimpleNamespace(model=model), batch, out)
+        FGM().loss_terms(SimpleNamespace(model=model), step_batch, target)
 
 
 def test_herding_picks_the_expected_exemplars():
@@ -95,21 +103,18 @@ def test_exemplar_memory_is_bounded_and_replayed(tmp_path):
     learner, stream = tiny_run(tmp_path, ["exemplars"], epochs=1)
     learner.strategies[0].params.per_type = 2
     learner.run()
-    memory = learner.progress.states["exemplars"]["memory"]
-    assert len({m["index"] for m in memory}) == len(memory)  # no sentence twice
+    memory = [StoredSentence(**m) for m in learner.progress.states["exemplars"]["memory"]]
     n_types = len(stream.order)
     assert len(memory) <= 2 * n_types + 5 * len(stream.steps)
-    for m in memory:  # each stored sentence keeps its own step's types
-        step = learner.assignment[m["index"]]
-        assert m["types"] == stream.steps[step].new_types
-    # Replay: the memory is appended, each sentence labelled with its own step's types only.
+    stepped = [(s.tokens, s.spans) for st in stream.steps for s in st.train]
+    for m in memory:  # each stored sentence keeps exactly the labels of its own step
+        assert (m.sentence().tokens, m.sentence().spans) in stepped
+    assert {label for m in memory for _, _, label in m.spans} == set(stream.order)
+    # Replay: the memory is appended to the step's data as it was stored.
     strategy = learner.strategies[0]
-    ctx = SimpleNamespace(state={"memory": memory}, pool=learner.pool)
+    ctx = SimpleNamespace(state=strategy.State(memory=memory))
     replayed = strategy.train_data(ctx, [])
-    assert len(replayed) == len(memory)
-    for sent, m in zip(replayed, memory, strict=True):
-        assert sent.tokens == learner.pool[m["index"]].tokens
-        assert sent.types() <= set(m["types"])
+    assert [s.tokens for s in replayed] == [m.tokens for m in memory]
 
 
 def test_cpfd_pseudo_labels_and_weights_by_hand():
@@ -160,24 +165,24 @@ def test_bic_fit_moves_the_new_logits_below_the_old_ones():
 
 
 def test_bic_rescales_only_new_rows_from_the_second_step(tmp_path):
-    from diancang.strategies.bic import BiC, _to_json
+    from diancang.strategies.bic import BiC
 
     train = toy_sentences(20)
     model = make_tagger(train, ["LOC", "PER"])
     dev = [s.keep_types(["PER"]) for s in toy_sentences(20, seed=3) if "PER" in s.types()]
     step = SimpleNamespace(index=1, new_types=["PER"], dev=dev)
     config = SimpleNamespace(seed=1)
-    held = [_to_json(s.keep_types(["LOC"])) for s in toy_sentences(14, seed=4)]
+    held = [StoredSentence.of(s.keep_types(["LOC"])) for s in toy_sentences(14, seed=4)]
     bic = BiC(BiC.Params(per_type=3))
-    first = SimpleNamespace(model=model, step=step, config=config, state={})
+    first = SimpleNamespace(model=model, step=step, config=config, state=BiC.State())
     assert bic.final_weights(first) is None  # no held-out old types yet
-    ctx = SimpleNamespace(model=model, step=step, config=config, state={"held_out": held})
+    ctx = SimpleNamespace(model=model, step=step, config=config, state=BiC.State(held_out=held))
     weights = bic.final_weights(ctx)
     w0, w1 = model.head.weight.detach(), weights["head.weight"]
     assert torch.equal(w0[:3], w1[:3])  # O, B-LOC, I-LOC unchanged
     ratio = w1[3:] / w0[3:]
     assert torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio), atol=1e-5)  # one alpha
-    assert len(bic.end_step(ctx)["held_out"]) == len(held) + 3
+    assert len(bic.end_step(ctx).held_out) == len(held) + 3
 
 
 def test_nme_head_rows_are_scaled_class_means():

@@ -53,26 +53,49 @@ def _logging(verbose: bool) -> None:
 @user_errors
 def run(
     config: Annotated[
-        Path | None, typer.Argument(help="YAML config (default: built-in demo).")
+        Path | None,
+        typer.Argument(help="YAML config (default: the embedded demo, compared with finetune)."),
     ] = None,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Dotted overrides, e.g. train.epochs=2.")
+    ] = None,
+    compare: Annotated[
+        str | None,
+        typer.Option(
+            help="Also run these strategies on the same stream (comma list; a+b composes) and "
+            "print the step x type tables side by side. Default with no config: finetune."
+        ),
     ] = None,
     restart: Annotated[bool, typer.Option(help="Ignore checkpoints and start over.")] = False,
     quiet: Annotated[bool, typer.Option(help="Less logging.")] = False,
 ) -> None:
     """Run a class-incremental job: train every step, evaluate, write results and the model."""
     from diancang.config import load_config
+    from diancang.evaluation.report import render_side_by_side
+    from diancang.pipeline import compare as compare_runs
     from diancang.pipeline import run as run_job
 
     _logging(not quiet)
     extra = list(overrides or [])
-    if config is not None and "=" in config.name and not config.exists():
-        config, extra = None, [str(config), *extra]  # `diancang run train.epochs=2`
+    key = str(config).split("=")[0]
+    if config is not None and "=" in str(config) and "/" not in key and not config.exists():
+        config, extra = None, [str(config), *extra]  # `diancang run output_dir=runs/x`
     if config is None:
         config = Path(str(files("diancang") / "resources" / "demo.yaml"))
+        compare = "finetune" if compare is None else compare
     cfg = load_config(config, extra)
     command = "diancang " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if compare:
+        arms = [item.split("+") for item in compare.split(",") if item]
+        results = compare_runs(cfg, arms, restart=restart, command=command)
+        typer.echo(
+            f"\n{cfg.name}: F1 (%) of each type after each step, "
+            f"{' / '.join(results)} in each cell\n"
+        )
+        typer.echo(render_side_by_side({k: r.matrix for k, r in results.items()}))
+        for name, r in results.items():
+            typer.echo(f"{name}: results, model and config in {r.output_dir}")
+        return
     result = run_job(cfg, restart=restart, command=command)
     if "markdown" in result.files:
         typer.echo(result.files["markdown"].read_text("utf-8"))

@@ -2,7 +2,9 @@
 
 :func:`bootstrap` trains a first version on a dataset (all its types at once) and makes it live.
 :func:`learn_step` takes an archived version, data annotated only for some new types, trains
-one continual step with the configured strategies (the archived model is the teacher), scores
+one continual step with the configured strategies through the same step runner as
+``diancang run`` (the archived model is the teacher, and each strategy continues from the state
+the version holds: its memory, its language models), scores
 the candidate on every dev set the archive retains plus the new one, and registers it with the
 promotion gate's decision. Both only *register*; promotion is a separate, explicit act (unless
 asked for when the gate accepts).
@@ -11,7 +13,6 @@ asked for when the gate accepts).
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,14 @@ from diancang.data.presets import load_files, split_off
 from diancang.data.record import Sentence
 from diancang.data.writers import write_jsonl
 from diancang.errors import DataError
+from diancang.learn.blobs import Blobs
 from diancang.learn.evaluate import evaluate
-from diancang.learn.learner import Learner
+from diancang.learn.runner import StepRunner, seed_everything
+from diancang.learn.version import read_record, save_version
 from diancang.model.tagger import Tagger
 from diancang.pipeline import load_data, model_factory
-from diancang.strategies.base import build_strategies
-from diancang.stream import Step, TaskStream
+from diancang.strategies.base import StrategyState, resolve
+from diancang.stream import Step
 
 logger = logging.getLogger("diancang.incremental")
 
@@ -44,36 +47,53 @@ class StepOutcome:
     decision: dict[str, Any]
 
 
-def _one_step(
+def _train_and_register(
     archive: Archive,
     config: RunConfig,
-    train: list[Sentence],
-    dev: list[Sentence],
-    new_types: list[str],
-    initial: Tagger | None,
-    make_model: Callable[[list[str]], Tagger],
-) -> Tagger:
-    """Train one step (``initial`` is the teacher when given) and return the model. Checkpoints
-    go to a temporary folder under the archive's ``work/``, removed afterwards."""
-    # The stream covers this step alone: the initial model's types lie outside it (they are
-    # scored afterwards on their own retained dev sets).
-    step = Step(index=0, new_types=new_types, seen_types=new_types, train=train, dev=dev, test=dev)
-    stream = TaskStream(
-        order=new_types, steps=[step], assignment={"train": [list(range(len(train)))], "dev": []}
-    )
-    (archive.root / "work").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=archive.root / "work") as tmp:
-        learner = Learner(
-            config.model_copy(update={"output_dir": tmp}),
-            stream,
-            build_strategies(config.strategies, config.strategy_params),
-            make_model,
-            train,
-            initial=initial,
+    step: Step,
+    model: Tagger,
+    *,
+    fresh: bool,
+    base: Version | None,
+    gate: GateConfig,
+    datasets: dict[str, str],
+    note: Progress,
+) -> StepOutcome:
+    """Run ``step`` through the step runner (the same one as ``diancang run``), score the
+    candidate on every retained dev set, and register it as a complete version (weights,
+    strategy states and their blobs, the resolved config) with the gate's decision."""
+    config, built = resolve(config)
+    states: dict[str, StrategyState | None] = {s.name: None for s in built}
+    read: list[Path] = []
+    if base is not None:
+        folder = archive.model_dir(base.id)
+        states = read_record(folder).states(built, f"version {base.id}")
+        read = [folder / "blobs"]
+    runner = StepRunner(config, built)
+    runner.on_batch = lambda done, total, desc: note(0.1 + 0.7 * done / total, desc)
+    with archive.scratch("step") as tmp:
+        blobs = Blobs(tmp / "blobs", read)
+        seed_everything(config.seed + step.index)
+        result = runner.run_step(step, model, states, blobs, fresh=fresh)
+        note(0.85, "scoring on every retained dev set")
+        metrics = _score(archive, result.model, datasets, config.train.eval_batch_size)
+        live = archive.live()
+        decision = decide(metrics, live.metrics if live else None, step.new_types, gate)
+        run_config = config.model_dump(mode="json")
+        save_version(
+            tmp / "version", result.model, run_config, step.index, built, result.states, blobs
         )
-        learner.run(restart=True)
-    assert learner.model is not None
-    return learner.model
+        version = archive.add_version(
+            tmp / "version",
+            parent=None if base is None else base.id,
+            types=result.model.types,
+            strategies=config.strategies,
+            config=run_config,
+            datasets=datasets,
+            metrics=metrics,
+            gate=decision,
+        )
+    return StepOutcome(version, decision)
 
 
 def _score(
@@ -98,8 +118,8 @@ def _read_jsonl(path: Path, lang: str) -> list[Sentence]:
 
 def _retain(archive: Archive, dev: list[Sentence], types: list[str], lang: str) -> str:
     """Store a dev set in the archive (JSONL blob); returns its fingerprint."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "dev.jsonl"
+    with archive.scratch("dev") as tmp:
+        path = tmp / "dev.jsonl"
         write_jsonl(path, dev, lang=lang)
         return archive.put_dataset(path, name="dev:" + ",".join(types), types=types)
 
@@ -114,16 +134,24 @@ def bootstrap(
     types = sorted({sp.label for s in splits.train for sp in s.spans})
     note(0.1, f"training {len(types)} types on {len(splits.train)} sentences")
     make = model_factory(config, splits.lang, splits.train, splits.train + splits.dev)
-    model = _one_step(archive, config, splits.train, splits.dev, types, None, make)
-    note(0.9, "scoring and archiving")
-    fingerprint = _retain(archive, splits.dev, types, splits.lang)
-    datasets = {"dev:" + ",".join(types): fingerprint}
-    metrics = _score(archive, model, datasets, config.train.eval_batch_size)
-    decision = decide(metrics, None, types, GateConfig())
-    version = _register(archive, model, config, None, datasets, metrics, decision)
-    archive.promote(version.id)
-    note(1.0, f"version {version.id} is live")
-    return StepOutcome(archive.get(version.id), decision)
+    seed_everything(config.seed)
+    model = make(types)
+    step = Step(0, types, types, splits.train, splits.dev, splits.dev)
+    datasets = {"dev:" + ",".join(types): _retain(archive, splits.dev, types, splits.lang)}
+    outcome = _train_and_register(
+        archive,
+        config,
+        step,
+        model,
+        fresh=True,
+        base=None,
+        gate=GateConfig(),
+        datasets=datasets,
+        note=note,
+    )
+    archive.promote(outcome.version.id)
+    note(1.0, f"version {outcome.version.id} is live")
+    return StepOutcome(archive.get(outcome.version.id), outcome.decision)
 
 
 def learn_step(
@@ -137,15 +165,23 @@ def learn_step(
     progress: Progress | None = None,
 ) -> StepOutcome:
     """Learn the new types annotated in ``data`` on top of ``from_version`` (default: the live
-    version); register the candidate with the gate's decision. ``overrides`` are run-config
-    values (e.g. ``{"strategies": ["distill"], "train": {"epochs": 3}}``) applied over the base
-    version's resolved config."""
+    version), carrying its strategies' state; register the candidate with the gate's decision.
+    ``overrides`` are run-config values (e.g. ``{"strategies": ["distill"], "train":
+    {"epochs": 3}}``) applied over the base version's resolved config; strategies named there
+    without parameters take their defaults."""
     note = progress or (lambda f, m: None)
     base = archive.pick(from_version)
     note(0.0, f"loading version {base.id}")
-    teacher = Tagger.from_pretrained(archive.model_dir(base.id))
+    folder = archive.model_dir(base.id)
+    teacher = Tagger.from_pretrained(folder)
     raw = dict(base.config)
-    for key, value in (overrides or {}).items():
+    overrides = dict(overrides or {})
+    if "strategies" in overrides:  # the base's parameters of strategies no longer listed go
+        names = {str(n).partition("@")[0] for n in overrides["strategies"]}
+        raw["strategy_params"] = {
+            k: v for k, v in raw.get("strategy_params", {}).items() if k in names
+        }
+    for key, value in overrides.items():
         raw[key] = {**raw[key], **value} if isinstance(value, dict) and key in raw else value
     config = build_config(raw, source=f"version {base.id}'s config")
     sentences = load_files(
@@ -167,39 +203,20 @@ def learn_step(
             fix="upload at least 5 annotated sentences",
         )
     note(0.1, f"learning {', '.join(new_types)} from {len(train)} sentences")
-    model = _one_step(archive, config, train, dev, new_types, teacher, lambda types: teacher)
-    note(0.85, "scoring on every retained dev set")
+    index = read_record(folder).step + 1
+    step = Step(index, new_types, teacher.types + new_types, train, dev, dev)
     fingerprint = _retain(archive, dev, new_types, teacher.spec.lang)
-    datasets = {**base.datasets, "dev:" + ",".join(new_types): fingerprint}
-    metrics = _score(archive, model, datasets, config.train.eval_batch_size)
-    live = archive.live()
-    decision = decide(metrics, live.metrics if live else None, new_types, gate or GateConfig())
-    version = _register(archive, model, config, base.id, datasets, metrics, decision)
-    note(
-        1.0,
-        f"candidate version {version.id}: gate {'accepts' if decision['accepted'] else 'rejects'}",
+    outcome = _train_and_register(
+        archive,
+        config,
+        step,
+        teacher,
+        fresh=False,
+        base=base,
+        gate=gate or GateConfig(),
+        datasets={**base.datasets, "dev:" + ",".join(new_types): fingerprint},
+        note=note,
     )
-    return StepOutcome(version, decision)
-
-
-def _register(
-    archive: Archive,
-    model: Tagger,
-    config: RunConfig,
-    parent: int | None,
-    datasets: dict[str, str],
-    metrics: dict[str, Any],
-    decision: dict[str, Any],
-) -> Version:
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp, run_config=config.model_dump(mode="json"))
-        return archive.add_version(
-            Path(tmp),
-            parent=parent,
-            types=model.types,
-            strategies=config.strategies,
-            config=config.model_dump(mode="json"),
-            datasets=datasets,
-            metrics=metrics,
-            gate=decision,
-        )
+    verdict = "accepts" if outcome.decision["accepted"] else "rejects"
+    note(1.0, f"candidate version {outcome.version.id}: gate {verdict}")
+    return outcome

@@ -20,7 +20,7 @@ from diancang.data.tokenize import tokenize
 from diancang.errors import ConfigError
 from diancang.evaluation.matrix import ResultMatrix
 from diancang.evaluation.report import write_report
-from diancang.learn.checkpoint import Progress
+from diancang.learn.checkpoint import Progress, step_dir
 from diancang.learn.learner import Learner
 from diancang.model.encoder import (
     build_vocab,
@@ -32,7 +32,7 @@ from diancang.model.encoder import (
 from diancang.model.features import TokenEncoder
 from diancang.model.tagger import Tagger, TaggerSpec
 from diancang.provenance import git_commit
-from diancang.strategies.base import build_strategies
+from diancang.strategies.base import resolve
 from diancang.stream import TaskStream, build_stream, check_assignment, save_stream
 
 logger = logging.getLogger("diancang")
@@ -197,7 +197,7 @@ def run(config: RunConfig, restart: bool = False, command: str | None = None) ->
     """Run the whole continual job the config describes; writes everything to ``output_dir``."""
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    strategies = build_strategies(config.strategies, config.strategy_params)
+    config, strategies = resolve(config)  # config.yaml records name@version and every parameter
     splits = load_data(config)
     sc = config.stream
     stream = make_stream(config, splits)
@@ -241,3 +241,30 @@ def run(config: RunConfig, restart: bool = False, command: str | None = None) ->
             matrix, out, title=f"{config.name}: {', '.join(config.strategies)}", meta=meta
         )
     return RunResult(matrix=matrix, output_dir=out, files=files)
+
+
+def compare(
+    config: RunConfig, arms: list[list[str]], restart: bool = False, command: str | None = None
+) -> dict[str, RunResult]:
+    """Run ``config`` and, on the same stream, each strategy list of ``arms``; each run writes
+    to ``output_dir/<strategies joined by +>``. The first step has no teacher, so the arms
+    start from the first run's first step (``train.first_step_from``) instead of retraining
+    it. Returns the results by run name, the config's own run first."""
+    root = Path(config.output_dir)
+    first = "+".join(s.partition("@")[0] for s in config.strategies)
+    results = {first: run(config.model_copy(update={"output_dir": root / first}), restart, command)}
+    shared = step_dir(results[first].output_dir, 0)
+    for arm in arms:
+        name = "+".join(arm)
+        if name in results:
+            continue
+        arm_config = config.model_copy(
+            update={
+                "strategies": arm,
+                "strategy_params": {k: v for k, v in config.strategy_params.items() if k in arm},
+                "output_dir": root / name,
+                "train": config.train.model_copy(update={"first_step_from": shared}),
+            }
+        )
+        results[name] = run(arm_config, restart, command)
+    return results

@@ -1,8 +1,10 @@
 """The archive (典藏): every version of a continually updated recognizer, kept by content hash.
 
 Layout under ``root/``: ``archive.sqlite3`` (SQLite in WAL mode: versions, files, datasets,
-events), ``blobs/<2 hex>/<sha256>`` (each file stored once, written whole or not at all) and
-``checkouts/<id>/`` (model folders rebuilt from blobs on demand).
+events), ``blobs/<2 hex>/<sha256>`` (each file stored once, written whole or not at all),
+``checkouts/<id>/`` (version folders rebuilt from blobs on demand; see
+:mod:`diancang.learn.version`) and ``scratch/`` (the working folders of learning steps and
+uploads, named after their process, which :meth:`Archive.gc` removes once it is gone).
 
 Crash safety: a version's blobs are written and fsync'ed first, then its rows go in with one
 transaction, so a killed process leaves no version or a whole one (at worst orphan blobs, which
@@ -18,7 +20,8 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,6 +84,17 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _delta(a: Any, b: Any) -> float | None:
@@ -402,6 +416,34 @@ class Archive:
             )
         return self.blob_path(fingerprint)
 
+    # ------------------------------------------------------------------------------ scratch
+    def new_scratch(self, prefix: str) -> Path:
+        """A new working folder ``scratch/<prefix>-<pid>-<random>`` (the caller removes it;
+        :meth:`gc` removes those of processes that are gone)."""
+        folder = self.root / "scratch"
+        folder.mkdir(exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-", dir=folder))
+
+    @contextmanager
+    def scratch(self, prefix: str) -> Iterator[Path]:
+        """A working folder for the block, removed after it."""
+        path = self.new_scratch(prefix)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def clean_scratch(self) -> int:
+        """Remove scratch folders whose process is gone (a crash or kill -9 left them);
+        returns how many went."""
+        removed = 0
+        for path in sorted((self.root / "scratch").glob("*-*-*")):
+            pid = path.name.split("-")[-2]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        return removed
+
     # ------------------------------------------------------------------------------ upkeep
     def events(self) -> list[dict[str, Any]]:
         """The events log, oldest first: id, time, kind, version, detail."""
@@ -410,8 +452,9 @@ class Archive:
             return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
 
     def gc(self) -> int:
-        """Remove blobs no version or dataset references (and stale temp files); return how many
-        blobs went. Holds the write lock, so no version can be added halfway meanwhile."""
+        """Remove blobs no version or dataset references, stale temp files and the scratch
+        folders of processes that are gone; return how many blobs went. Holds the write lock,
+        so no version can be added halfway meanwhile."""
         with self._db(write=True) as con:
             used = {r[0] for r in con.execute("SELECT sha256 FROM files")}
             used |= {r[0] for r in con.execute("SELECT fingerprint FROM datasets")}
@@ -420,5 +463,6 @@ class Archive:
             for tmp in self.checkouts.glob(".tmp-*"):
                 if tmp.stat().st_mtime < stale:
                     shutil.rmtree(tmp, ignore_errors=True)
-            self._log(con, "gc", None, removed=removed)
+            scratch = self.clean_scratch()
+            self._log(con, "gc", None, removed=removed, scratch=scratch)
         return removed

@@ -53,7 +53,7 @@ _CJK_FILE_HINTS = (
 )
 
 
-def _pct(value: float) -> str:
+def _pct(value: float | None) -> str:
     return "–" if value is None or math.isnan(value) else f"{100 * value:.1f}"
 
 
@@ -283,3 +283,41 @@ def load_results(path: str | Path) -> tuple[ResultMatrix, dict[str, Any]]:
         )
     meta = data.get("meta") or {}
     return ResultMatrix.from_dict(data["matrix"], source=str(path)), meta
+
+
+def render_side_by_side(arms: dict[str, ResultMatrix]) -> str:
+    """The step x type F1 tables of several runs of one stream in one Markdown table: each cell
+    reads ``a / b / ...`` in the order of ``arms``; then the final F1 and the forgetting of each
+    type (F1 right after its step minus final F1)."""
+    names = list(arms)
+    first = arms[names[0]]
+    types = first.all_types
+    header = ["after step", *[f"{t} ({' / '.join(names)})" for t in types]]
+    rows = []
+    for k in range(first.n_steps):
+        cells = []
+        for t in types:
+            values = [arms[n].per_type[k].get(t) if k < arms[n].n_steps else None for n in names]
+            cells.append("–" if values[0] is None else " / ".join(_pct(v) for v in values))
+        rows.append([str(k + 1), *cells])
+    forgetting = [arms[n].forgetting_per_type() for n in names]
+    rows.append(
+        [
+            "forgetting",
+            *[
+                " / ".join(_pct(f.get(t, math.nan)) for f in forgetting)
+                if t in forgetting[0]
+                else "–"
+                for t in types
+            ],
+        ]
+    )
+    lines = _table(header, rows)
+    lines.append("")
+    for n in names:
+        m = arms[n]
+        lines.append(
+            f"- **{n}**: final macro F1 {_pct(m.final()['macro'])}, micro "
+            f"{_pct(m.final()['micro'])}; mean forgetting {_pct(m.forgetting())} points"
+        )
+    return "\n".join(lines) + "\n"

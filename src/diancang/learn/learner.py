@@ -1,63 +1,43 @@
-"""The one training loop over steps. Strategies plug in through hooks that return values.
+"""A whole task stream: every step through the one step runner, a version folder per step.
 
-The loop runs unchanged on one CPU, one GPU, or under ``accelerate launch`` (several processes):
-data is sharded by ``accelerate``, evaluation and checkpoints happen on the main process.
+Each finished step is saved as a complete version folder, ``checkpoints/step-N/`` (weights,
+the resolved config, each strategy's carried state and the blobs it refers to; see
+:mod:`diancang.learn.version`), the same folder the archive stores for ``diancang learn``. A killed
+run resumes from the last one; evaluation and saving happen on the main process.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-import random
-import time
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader
-
 from diancang.config import RunConfig
-from diancang.data.record import Sentence, spans_to_bio
+from diancang.data.record import Sentence
 from diancang.errors import ConfigError
 from diancang.evaluation.matrix import ResultMatrix
+from diancang.learn.blobs import Blobs
 from diancang.learn.checkpoint import Progress, load_progress, save_progress, step_dir
 from diancang.learn.evaluate import evaluate
-from diancang.model.features import collate
+from diancang.learn.runner import StepRunner, seed_everything
+from diancang.learn.version import read_record, save_version
 from diancang.model.tagger import Tagger
 from diancang.provenance import git_commit, peak_memory_mb
-from diancang.strategies.base import StepContext, Strategy, check_heads
+from diancang.strategies.base import Strategy, StrategyState
 from diancang.stream import Step, TaskStream
 
 logger = logging.getLogger("diancang.learn")
 
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
+__all__ = ["Learner", "seed_everything"]
 
 
-def _linear_warmup(total: int, warmup: float) -> Callable[[int], float]:
-    n_warm = max(1, int(total * warmup))
-
-    def factor(i: int) -> float:
-        if i < n_warm:
-            return (i + 1) / n_warm
-        return max(0.0, (total - i) / max(1, total - n_warm))
-
-    return factor
-
-
-class Learner:
+class Learner(StepRunner):
     """Runs a :class:`TaskStream` with a list of strategies; see :meth:`run`.
 
-    ``make_model(types)`` builds the step-0 tagger for the first step's types; ``pool`` is the
-    unmasked training set the stream was split from. With ``initial`` (a trained tagger, e.g. the
-    live version of an archive) the first step continues from it as any later step would: it is
-    the teacher (``previous``) and gains the step's types.
+    ``make_model(types)`` builds the first step's tagger for its types; ``pool`` is the
+    unmasked training set the stream was split from (read by ``joint`` only).
     """
 
     def __init__(
@@ -68,158 +48,18 @@ class Learner:
         make_model: Callable[[list[str]], Tagger],
         pool: list[Sentence],
         accelerator: Any | None = None,
-        initial: Tagger | None = None,
     ) -> None:
-        from accelerate import Accelerator
-
-        check_heads(strategies, config.model.head)
-        self.config = config
+        super().__init__(config, strategies, accelerator)
         self.stream = stream
-        self.strategies = strategies
         self.make_model = make_model
         self.pool = pool
         self.assignment = [-1] * len(pool)  # -1: in no step (e.g. left out of a K-shot step)
         for step, indices in enumerate(stream.assignment["train"]):
             for i in indices:
                 self.assignment[i] = step
-        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         self.out = Path(config.output_dir)
-        self.initial = initial
         self.model: Tagger | None = None
         self.progress: Progress | None = None
-        self.epoch_scores: list[dict[str, Any]] = []
-
-    # ----------------------------------------------------------------------------- helpers
-    @property
-    def is_main(self) -> bool:
-        return bool(self.accelerator.is_main_process)
-
-    def _loader(self, model: Tagger, data: list[Sentence], seed: int) -> DataLoader[Any]:
-        items = [
-            (model.encode(s.tokens), model.label_ids(spans_to_bio(len(s.tokens), s.spans)))
-            for s in data
-            if s.tokens
-        ]
-        pad = model.token_encoder.pad_id
-
-        def collate_fn(rows: list[Any]) -> dict[str, torch.Tensor]:
-            return collate([r[0] for r in rows], [r[1] for r in rows], pad)
-
-        gen = torch.Generator()
-        gen.manual_seed(seed)
-        return DataLoader(
-            items,  # type: ignore[arg-type]
-            batch_size=self.config.train.batch_size,
-            shuffle=True,
-            generator=gen,
-            collate_fn=collate_fn,
-        )
-
-    def _optimizer(self, model: Tagger, n_batches: int) -> tuple[Any, Any]:
-        tc = self.config.train
-        enc = [p for p in model.encoder.parameters() if p.requires_grad]
-        enc_ids = {id(p) for p in enc}
-        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids]
-        opt = torch.optim.AdamW(
-            [{"params": enc, "lr": tc.lr}, {"params": rest, "lr": tc.head_lr}],
-            weight_decay=tc.weight_decay,
-        )
-        total = max(1, n_batches * tc.epochs)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _linear_warmup(total, tc.warmup))
-        return opt, sched
-
-    # ----------------------------------------------------------------------------- one step
-    def train_step(self, ctxs: list[StepContext]) -> tuple[float, int]:
-        """Train the step's model through the strategies' hooks (``ctxs[i]`` is strategy ``i``'s
-        context: same step and model, its own carried state).
-
-        Returns the training seconds and the number of sentences trained on (all epochs)."""
-        acc = self.accelerator
-        tc = self.config.train
-        ctx = ctxs[0]
-        start = time.perf_counter()  # the strategies' data hooks count as training time
-        pairs = list(zip(self.strategies, ctxs, strict=True))
-        data = list(ctx.step.train)
-        for strat, c in pairs:
-            data = strat.train_data(c, data)
-        loader = self._loader(ctx.model, data, self.config.seed + ctx.step.index)
-        opt, sched = self._optimizer(ctx.model, len(loader))
-        model, opt, loader, sched = acc.prepare(ctx.model, opt, loader, sched)
-        model.train()
-        total = len(loader) * tc.epochs
-        show = tc.progress and self.is_main
-        from tqdm.auto import tqdm
-
-        # disable=None: tqdm turns itself off when stderr is not a terminal (logs, CI).
-        bar = tqdm(
-            total=total, desc=f"step {ctx.step.index}", disable=None if show else True, leave=False
-        )
-        self.epoch_scores = []
-        eval_seconds = 0.0
-        for epoch in range(tc.epochs):
-            for batch in loader:
-                loss = self._batch_loss(pairs, model, batch)
-                acc.backward(loss)
-                acc.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                opt.step()
-                sched.step()
-                opt.zero_grad()
-                for strat, c in pairs:
-                    strat.after_update(c)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-                bar.update(1)
-            if tc.eval_each_epoch and self.is_main and ctx.step.dev:
-                elapsed = time.perf_counter() - start - eval_seconds
-                eval_seconds += self._epoch_eval(ctx, epoch, elapsed)
-                model.train()
-        bar.close()
-        for strat, c in pairs:
-            weights = strat.final_weights(c)
-            if weights is not None:
-                ctx.model.load_state_dict(weights, strict=False)
-        seconds = time.perf_counter() - start - eval_seconds
-        acc.wait_for_everyone()
-        acc.free_memory()
-        return seconds, len(loader.dataset) * tc.epochs
-
-    def _batch_loss(
-        self, pairs: list[tuple[Strategy, StepContext]], model: Any, batch: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
-        """Base loss on the strategies' targets plus every strategy's extra terms (scalar)."""
-        hidden = any(strat.needs_hidden_states for strat, _ in pairs)
-        out = model(**batch, output_hidden_states=hidden)
-        labels = batch["labels"]
-        for strat, c in pairs:
-            labels = strat.targets(c, batch, out, labels)
-        tagger = pairs[0][1].model
-        loss = tagger.loss(out, labels, batch["word_mask"])
-        for strat, c in pairs:
-            for value in strat.loss_terms(c, batch, out).values():
-                loss = loss + value
-        return loss
-
-    def _epoch_eval(self, ctx: StepContext, epoch: int, elapsed: float) -> float:
-        """Score the step's dev set after an epoch (kept in ``epoch_scores``); returns the
-        seconds it took, which are not training time."""
-        began = time.perf_counter()
-        tc = self.config.train
-        scores = evaluate(ctx.model, ctx.step.dev, ctx.step.new_types, tc.eval_batch_size)
-        self.epoch_scores.append(
-            {
-                "epoch": epoch + 1,
-                "dev_micro": scores.f1,
-                "dev_macro": scores.macro_f1,
-                "train_seconds": round(elapsed, 2),
-            }
-        )
-        logger.info(
-            "step %d epoch %d: dev micro %.4f macro %.4f",
-            ctx.step.index,
-            epoch + 1,
-            scores.f1,
-            scores.macro_f1,
-        )
-        return time.perf_counter() - began
 
     def _first_step_model(self, step: Step) -> Tagger | None:
         """The tagger of ``train.first_step_from`` (None when not set); it must know exactly
@@ -237,65 +77,67 @@ class Learner:
             )
         return base
 
-    # ----------------------------------------------------------------------------- the run
     def run(self, restart: bool = False) -> ResultMatrix:
-        """Train every step, evaluate on the all-seen test set, checkpoint; resumes by default."""
+        """Train every step, evaluate on the all-seen test set, save a version per step;
+        resumes from the last saved step by default."""
         cfg_dict = self.config.model_dump(mode="json")
         progress = Progress(config=cfg_dict) if restart else load_progress(self.out, cfg_dict)
         steps = self.stream.steps[: self.config.stream.max_steps]
         model: Tagger | None = None
+        states: dict[str, StrategyState | None] = {s.name: None for s in self.strategies}
+        blobs = Blobs(self.out / "work" / "blobs")
         if progress.finished > 0:
-            model = Tagger.from_pretrained(step_dir(self.out, progress.finished - 1))
-            logger.info("resuming after step %d", progress.finished - 1)
+            last = step_dir(self.out, progress.finished - 1)
+            model = Tagger.from_pretrained(last)
+            states = read_record(last).states(self.strategies, last)
+            blobs = Blobs(self.out / "work" / "blobs", [last / "blobs"])
+            logger.info("resuming after step %d", progress.finished)
         for step in steps[progress.finished :]:
             seed_everything(self.config.seed + step.index)
-            previous = None
             base = self._first_step_model(step) if step.index == 0 else None
-            model = model if model is not None else (base or self.initial)
+            fresh = model is None
             if model is None:
-                model = self.make_model(step.new_types)
-            elif base is None:
-                if any(s.needs_previous for s in self.strategies):
-                    previous = copy.deepcopy(model).eval().requires_grad_(False)
-                model.add_labels(step.new_types, self.config.types)
-            model.to(self.accelerator.device)
-            states = progress.states
-            ctxs = [
-                StepContext(
-                    step=step,
-                    model=model,
-                    previous=previous,
-                    config=self.config,
-                    pool=self.pool,
-                    assignment=self.assignment,
-                    state=states.get(s.name, {}),
-                )
-                for s in self.strategies
-            ]
-            seconds, n_sentences = self.train_step(ctxs) if base is None else (0.0, 0)
-            for s, c in zip(self.strategies, ctxs, strict=True):
-                states[s.name] = s.end_step(c)
+                model = base or self.make_model(step.new_types)
+            result = self.run_step(
+                step,
+                model,
+                states,
+                blobs,
+                fresh=fresh,
+                pool=self.pool,
+                assignment=self.assignment,
+                train=base is None,
+            )
+            model, states = result.model, result.states
             if self.is_main:
                 scores = evaluate(
                     model, step.test, step.seen_types, self.config.train.eval_batch_size
                 )
                 progress.results.append(scores.to_dict())
-                progress.seconds.append(seconds)
-                progress.sentences.append(n_sentences)
-                progress.epochs.append(self.epoch_scores)
+                progress.seconds.append(result.seconds)
+                progress.sentences.append(result.sentences)
+                progress.epochs.append(result.epochs)
                 progress.peak_mb.append(peak_memory_mb())
                 progress.commits.append(git_commit())
+                progress.states = {
+                    k: v.model_dump(mode="json") for k, v in states.items() if v is not None
+                }
                 progress.finished = step.index + 1
-                model.save_pretrained(step_dir(self.out, step.index), run_config=cfg_dict)
+                folder = step_dir(self.out, step.index)
+                save_version(folder, model, cfg_dict, step.index, self.strategies, states, blobs)
                 save_progress(self.out, progress)
                 logger.info(
-                    "step %d: micro %.4f macro %.4f (%.1fs)",
-                    step.index,
-                    scores.f1,
-                    scores.macro_f1,
-                    seconds,
+                    "step %d of %d: micro %.1f%% macro %.1f%% (%.1fs training)",
+                    step.index + 1,
+                    len(steps),
+                    100 * scores.f1,
+                    100 * scores.macro_f1,
+                    result.seconds,
                 )
+                blobs = Blobs(self.out / "work" / "blobs", [folder / "blobs"])
             self.accelerator.wait_for_everyone()
+        if self.is_main:
+            shutil.rmtree(self.out / "work", ignore_errors=True)
         self.model = model
         self.progress = progress
         return self.matrix(progress)

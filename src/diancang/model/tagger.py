@@ -240,28 +240,42 @@ class Tagger(nn.Module):
         return next(self.parameters()).device
 
     def loss(
-        self, out: TaggerOutput, labels: torch.Tensor, word_mask: torch.Tensor
+        self,
+        out: TaggerOutput,
+        labels: torch.Tensor,
+        word_mask: torch.Tensor,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Cross-entropy (or CRF negative log-likelihood, or the pointer loss of the prompt_span
-        head) of ``labels`` (B, W); -100 is ignored."""
+        head) of ``labels`` (B, W); -100 is ignored. ``weights`` (B, W) weigh each word's
+        cross-entropy (with a CRF: each sentence by the mean weight of its labelled words)."""
         if isinstance(self.head, PromptSpanHead):
             return pointer_loss(out.logits, labels, word_mask)
         if self.crf is not None:
-            return self._crf_partial_nll(out.logits, labels, word_mask)
+            return self._crf_partial_nll(out.logits, labels, word_mask, weights)
         if not bool((labels != -100).any()):
             return out.logits.sum() * 0.0  # nothing to learn from in this batch (not NaN)
+        if weights is not None:
+            keep = labels != -100
+            per_word = nn.functional.cross_entropy(out.logits[keep], labels[keep], reduction="none")
+            return (per_word * weights[keep]).mean()
         return nn.functional.cross_entropy(
             out.logits.reshape(-1, out.logits.shape[-1]), labels.reshape(-1), ignore_index=-100
         )
 
     def _crf_partial_nll(
-        self, logits: torch.Tensor, labels: torch.Tensor, word_mask: torch.Tensor
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        word_mask: torch.Tensor,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """CRF negative log-likelihood of the known labels, mean over sentences.
 
         A word labelled -100 may take any label: the loss is ``log Z - log Z_known``, where
         ``Z_known`` sums the scores of every path that agrees with the known labels (for a fully
-        labelled sentence that is the usual path score). logits (B, W, C), labels/mask (B, W).
+        labelled sentence that is the usual path score). logits (B, W, C), labels/mask (B, W);
+        ``weights`` (B, W): each sentence's term is scaled by its labelled words' mean weight.
         """
         assert self.crf is not None
         rows = word_mask.any(1) & ((labels != -100) & word_mask).any(1)
@@ -269,12 +283,15 @@ class Tagger(nn.Module):
             return logits.sum() * 0.0
         em, lab, mask = logits[rows], labels[rows], word_mask[rows]
         known = (lab != -100) & mask
-        if bool((known == mask).all()):
+        if weights is None and bool((known == mask).all()):
             return self.crf.neg_log_likelihood(em, lab.clamp(min=0), mask)
         one_hot = nn.functional.one_hot(lab.clamp(min=0), em.shape[-1]).bool()
         allowed = one_hot | ~known.unsqueeze(-1)
         constrained = em.masked_fill(~allowed, -1e4)
         nll = self.crf.log_partition(em, mask) - self.crf.log_partition(constrained, mask)
+        if weights is not None:
+            w = weights[rows].masked_fill(~known, 0.0)
+            nll = nll * w.sum(1) / known.sum(1).clamp(min=1)
         return nll.sum() / rows.sum()
 
     def decode(self, out: TaggerOutput, word_mask: torch.Tensor) -> list[list[int]]:

@@ -9,10 +9,11 @@ line), and a model is only ever loaded from the archive by version id.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import logging
 import shutil
-import tempfile
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from pathlib import Path
@@ -90,11 +91,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
     def load_live() -> None:
         version = archive.live()
         if version is not None and (live.current is None or live.current[0] != version.id):
-            live.swap(version.id, Tagger.from_pretrained(archive.model_dir(version.id)))
+            live.swap(version.id, _load(archive, version.id))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
-        load_live()
+        archive.clean_scratch()  # working folders a killed server or job left behind
+        await asyncio.to_thread(load_live)
         await batcher.start()
         yield
         await batcher.stop()
@@ -205,12 +207,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
         base = archive.live()
         if base is None:
             raise HTTPException(409, "no live version to learn from")
-        lang = str(base.config.get("data", {}).get("lang", "zh"))
-        folder = Path(tempfile.mkdtemp(prefix="upload-", dir=archive.root))
+        lang = _lang(archive, base.id)  # the tagger's own language, not the data section's
+        folder = archive.new_scratch("upload")
         path = folder / f"upload.{format}"
         path.write_bytes(raw)
         try:
-            _check_upload(path, format, lang)
+            await asyncio.to_thread(_check_upload, path, format, lang)
         except HTTPException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -251,7 +253,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         if not gate.get("accepted", False) and not (options and options.force):
             reasons = "; ".join(gate.get("reasons", [])) or "no gate decision"
             raise HTTPException(409, f"the gate rejected version {version_id}: {reasons}")
-        tagger = Tagger.from_pretrained(archive.model_dir(version_id))  # load before the switch
+        # Loaded (seconds) on a worker thread before the switch; requests go on meanwhile.
+        tagger = await asyncio.to_thread(_load, archive, version_id)
         archive.promote(version_id)
         live.swap(version_id, tagger)
         return {"live": version_id}
@@ -259,10 +262,20 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.post("/v1/rollback", dependencies=[Depends(authorized)])
     async def rollback() -> dict[str, Any]:
         version = archive.rollback()
-        live.swap(version.id, Tagger.from_pretrained(archive.model_dir(version.id)))
+        live.swap(version.id, await asyncio.to_thread(_load, archive, version.id))
         return {"live": version.id}
 
     return app
+
+
+def _load(archive: Archive, version: int) -> Tagger:
+    return Tagger.from_pretrained(archive.model_dir(version))
+
+
+def _lang(archive: Archive, version: int) -> str:
+    """The language of a version's tagger (what its uploads must be read as)."""
+    spec = json.loads((archive.model_dir(version) / "config.json").read_text("utf-8"))
+    return str(spec.get("lang", "zh"))
 
 
 def _summary(v: dict[str, Any]) -> dict[str, Any]:

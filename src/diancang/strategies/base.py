@@ -1,19 +1,23 @@
 """The strategy protocol: hooks that *return* their contributions to the one training loop.
 
-A strategy never mutates the learner. Per step the learner calls, for each strategy in order:
+A strategy object holds only its hyperparameters; what it computes lives in values the hooks
+return. Per step the step runner calls, for each strategy in order:
 
-1. ``train_data(ctx, data) -> data``: the step's training sentences, transformed (e.g. ``joint``
+1. ``begin_step(ctx) -> work``: values computed once at the start of the step (e.g. ``cpfd``'s
+   entropy thresholds, ``ema``'s running average); the runner hands them back as ``ctx.work``.
+2. ``train_data(ctx, data) -> data``: the step's training sentences, transformed (e.g. ``joint``
    adds all earlier data fully labelled; a replay strategy adds its memory).
-2. Per training batch:
-   ``targets(ctx, batch, out, labels) -> labels``: the word labels (B, W) the base loss is
-   computed on (e.g. ``distill`` sets ``O`` tokens to -100 and distils them instead);
-   ``loss_terms(ctx, batch, out) -> {name: scalar tensor}``: extra loss terms added to the base
-   loss (e.g. distillation from ``ctx.previous``);
-   ``after_update(ctx)``: called after each optimizer step (e.g. ``ema`` updates its average).
-3. ``final_weights(ctx) -> state dict | None``: weights to load into the model before it is
+3. Per training batch (``batch``: the inputs, the student's output, the teacher's output once):
+   ``targets(ctx, batch, target) -> target``: the word labels (B, W) and optional per-word
+   weights the base loss is computed on (e.g. ``distill`` sets ``O`` words to -100);
+   ``loss_terms(ctx, batch, target) -> {name: scalar}``: extra loss terms; ``target`` is the
+   resolved one, after every strategy's ``targets`` (so ``fgm`` perturbs the same supervision);
+   ``after_update(ctx)``: after each optimizer step (e.g. ``ema`` updates its average).
+4. ``final_weights(ctx) -> state dict | None``: weights to load into the model before it is
    evaluated and saved (e.g. ``ema``'s average).
-4. ``end_step(ctx) -> state``: JSON-serialisable state handed back as ``ctx.state`` at the next
-   step (and saved in checkpoints, so a resumed run gets it too).
+5. ``end_step(ctx) -> State | None``: the strategy's carried state (a typed pydantic model of
+   sentences and blob hashes, never pool indices or paths). It is saved with the version the step
+   produces and handed back as ``ctx.state`` when a step starts from that version.
 
 Hyperparameters are a pydantic ``Params`` model per strategy (unknown keys rejected), filled from
 ``strategy_params.<name>`` in the run config.
@@ -21,19 +25,20 @@ Hyperparameters are a pydantic ``Params`` model per strategy (unknown keys rejec
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from diancang.config import format_validation_error
+from diancang.data.record import Sentence, Span
 from diancang.errors import ConfigError
 from diancang.registry import Registry
 
 if TYPE_CHECKING:
     from diancang.config import RunConfig
-    from diancang.data.record import Sentence
+    from diancang.learn.blobs import Blobs
     from diancang.model.head import GrowableLinear
     from diancang.model.tagger import Tagger, TaggerOutput
     from diancang.stream import Step
@@ -49,13 +54,75 @@ class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class StrategyState(BaseModel):
+    """Base of a strategy's carried state: JSON data, self-contained (no indices, no paths)."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: Whether a step must find this state in the version it starts from (False: a report
+    #: that may start empty, e.g. a cost history).
+    required: ClassVar[bool] = True
+
+    def blobs(self) -> list[str]:
+        """The content hashes of the blobs this state refers to (saved with the version)."""
+        return []
+
+
+class StoredSentence(BaseModel):
+    """A sentence kept in a strategy's state: its tokens and its labelled spans."""
+
+    model_config = ConfigDict(extra="forbid")
+    tokens: list[str]
+    spans: list[tuple[int, int, str]] = []
+
+    @classmethod
+    def of(cls, s: Sentence) -> StoredSentence:
+        return cls(tokens=list(s.tokens), spans=[(sp.start, sp.end, sp.label) for sp in s.spans])
+
+    def sentence(self) -> Sentence:
+        return Sentence(tokens=list(self.tokens), spans=[Span(a, b, t) for a, b, t in self.spans])
+
+
+@dataclass
+class Target:
+    """What the base loss is computed on: ``labels`` (B, W) label ids (-100: left out) and
+    optional per-word ``weights`` (B, W)."""
+
+    labels: torch.Tensor
+    weights: torch.Tensor | None = None
+
+
+@dataclass
+class StepBatch:
+    """One training batch as the hooks see it: ``inputs`` (the collated tensors, gold
+    ``labels`` included), the student's output ``out``, and :attr:`teacher`, the previous
+    model's output computed at most once per batch."""
+
+    inputs: dict[str, torch.Tensor]
+    out: TaggerOutput
+    previous: Tagger | None = None
+    hidden: bool = False
+    _teacher: TaggerOutput | None = None
+
+    @property
+    def teacher(self) -> TaggerOutput | None:
+        """The previous model's output on this batch (None without a previous model)."""
+        if self.previous is None:
+            return None
+        if self._teacher is None:
+            with torch.no_grad():
+                self._teacher = self.previous(**self.inputs, output_hidden_states=self.hidden)
+        return self._teacher
+
+
 @dataclass
 class StepContext:
     """What a hook may read about the current step (read-only by convention).
 
-    ``pool`` holds every training sentence unmasked and ``assignment[i]`` the step sentence ``i``
-    belongs to (-1: none), so a strategy can see earlier steps' data only when the protocol
-    allows it (``joint`` is the upper bound that does).
+    ``pool`` holds the training sentences the stream was split from, unmasked, and
+    ``assignment[i]`` the step of sentence ``i`` (-1: none): only ``joint``, the upper bound that
+    breaks the protocol on purpose, reads them. ``state`` is this strategy's carried state (its
+    ``State()`` at the first step), ``work`` what its ``begin_step`` returned, ``blobs`` where
+    blobs are put and found.
     """
 
     step: Step
@@ -64,16 +131,14 @@ class StepContext:
     config: RunConfig
     pool: list[Sentence]
     assignment: list[int]
-    state: dict[str, Any] = field(default_factory=dict)
+    blobs: Blobs
+    state: Any = None
+    work: Any = None
+    fit: Any = None  # the runner's training loop (``learn.runner.Fit``); review uses it
 
     @property
     def device(self) -> torch.device:
         return self.model.device
-
-    @property
-    def own_indices(self) -> list[int]:
-        """Indices into ``pool`` of this step's training sentences."""
-        return [i for i, a in enumerate(self.assignment) if a == self.step.index]
 
 
 def linear_head(model: Tagger, who: str) -> GrowableLinear:
@@ -95,6 +160,8 @@ class Strategy:
 
     name: ClassVar[str] = "base"
     Params: ClassVar[type[BaseModel]] = NoParams
+    #: The carried state's type; None for a strategy that carries nothing between steps.
+    State: ClassVar[type[StrategyState] | None] = None
     #: Whether the learner must keep a frozen copy of the previous step's model as ``previous``.
     needs_previous: ClassVar[bool] = False
     #: Whether ``out.hidden_states`` (every encoder layer) must be computed in training.
@@ -104,6 +171,11 @@ class Strategy:
 
     def __init__(self, params: BaseModel | None = None) -> None:
         self.params = params if params is not None else self.Params()
+
+    @property
+    def id(self) -> str:
+        """``name@version``, as written in resolved configs and archive rows."""
+        return f"{self.name}@{strategies.entry(self.name).version}"
 
     @classmethod
     def from_config(cls, raw: dict[str, Any] | None) -> Strategy:
@@ -117,25 +189,23 @@ class Strategy:
             ) from None
         return cls(params)
 
+    def begin_step(self, ctx: StepContext) -> Any:
+        """Values computed once at the start of the step, handed back as ``ctx.work``."""
+        return None
+
     def train_data(self, ctx: StepContext, data: list[Sentence]) -> list[Sentence]:
         """The step's training sentences, possibly transformed or extended."""
         return data
 
-    def loss_terms(
-        self, ctx: StepContext, batch: dict[str, torch.Tensor], out: TaggerOutput
-    ) -> dict[str, torch.Tensor]:
-        """Extra loss terms for one batch (scalars, already weighted)."""
-        return {}
+    def targets(self, ctx: StepContext, batch: StepBatch, target: Target) -> Target:
+        """The base loss's labels (B, W) and weights for this batch (-100: not in the loss)."""
+        return target
 
-    def targets(
-        self,
-        ctx: StepContext,
-        batch: dict[str, torch.Tensor],
-        out: TaggerOutput,
-        labels: torch.Tensor,
-    ) -> torch.Tensor:
-        """The labels (B, W) of the base loss for this batch (-100: not in the base loss)."""
-        return labels
+    def loss_terms(
+        self, ctx: StepContext, batch: StepBatch, target: Target
+    ) -> dict[str, torch.Tensor]:
+        """Extra loss terms for one batch (scalars, already weighted); ``target`` is resolved."""
+        return {}
 
     def after_update(self, ctx: StepContext) -> None:
         """Called after every optimizer step."""
@@ -144,9 +214,14 @@ class Strategy:
         """A state dict (or part of one) to load into the model when the step's training ends."""
         return None
 
-    def end_step(self, ctx: StepContext) -> dict[str, Any]:
-        """State to carry to the next step (JSON-serialisable)."""
-        return dict(ctx.state)
+    def end_step(self, ctx: StepContext) -> StrategyState | None:
+        """The state to carry to the next step (saved with the version)."""
+        return None
+
+    def parse_state(self, raw: dict[str, Any]) -> StrategyState:
+        """The carried state from its JSON form."""
+        assert self.State is not None
+        return self.State.model_validate(raw)
 
 
 #: The strategy registry; built-ins are imported on first lookup.
@@ -174,17 +249,54 @@ strategies: Registry[type[Strategy]] = Registry(
 )
 
 
+def split_id(item: str) -> tuple[str, int | None]:
+    """``"cpfd@1"`` -> ``("cpfd", 1)``; ``"cpfd"`` -> ``("cpfd", None)``."""
+    name, _, version = item.partition("@")
+    if not version:
+        return name, None
+    if not version.isdigit():
+        raise ConfigError(
+            f"strategy {item!r}: the version after '@' must be a whole number",
+            fix=f"write {name} or {name}@1",
+        )
+    return name, int(version)
+
+
 def build_strategies(names: list[str], params: dict[str, dict[str, Any]]) -> list[Strategy]:
-    """Instantiate the named strategies (in order) with their validated parameters."""
-    unknown = set(params) - set(names)
+    """Instantiate the named strategies (``name`` or ``name@version``, in order) with their
+    validated parameters; a version other than the registered one is refused."""
+    parsed = [split_id(n) for n in names]
+    plain = [n for n, _ in parsed]
+    unknown = set(params) - set(plain)
     if unknown:
         raise ConfigError(
             f"strategy_params names strategies that are not in 'strategies': {sorted(unknown)}",
             fix="add them to 'strategies' or remove their parameters",
         )
-    if len(set(names)) != len(names):
+    if len(set(plain)) != len(plain):
         raise ConfigError("a strategy is listed twice", fix="list each strategy once")
-    return [strategies.get(n).from_config(params.get(n)) for n in names]
+    for name, version in parsed:
+        entry = strategies.entry(name)
+        if version is not None and version != entry.version:
+            raise ConfigError(
+                f"the config asks for {name}@{version}, but this diancang has {name}@"
+                f"{entry.version}",
+                fix=f"use {name}@{entry.version} (or plain {name}), or the diancang version "
+                "that made the config",
+            )
+    return [strategies.get(n).from_config(params.get(n)) for n in plain]
+
+
+def resolve(config: RunConfig) -> tuple[RunConfig, list[Strategy]]:
+    """The config's strategies built, and the config with them resolved: ``strategies`` as
+    ``name@version`` and ``strategy_params`` holding every parameter (defaults filled in), the
+    form written to ``config.yaml``, every version folder and the archive."""
+    built = build_strategies(config.strategies, config.strategy_params)
+    update = {
+        "strategies": [s.id for s in built],
+        "strategy_params": {s.name: s.params.model_dump(mode="json") for s in built},
+    }
+    return config.model_copy(update=update), built
 
 
 def check_heads(built: list[Strategy], head: str) -> None:

@@ -13,13 +13,19 @@ reads as ``O`` (the protocol's unlabelled-entity problem, here on a few sentence
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from diancang.data.record import Sentence, Span
-from diancang.strategies.base import StepContext, Strategy, linear_head, strategies
+from diancang.data.record import Sentence
+from diancang.strategies.base import (
+    StepContext,
+    StoredSentence,
+    Strategy,
+    StrategyState,
+    linear_head,
+    strategies,
+)
 from diancang.strategies.words import word_outputs
 
 
@@ -47,15 +53,7 @@ def fit_bias(
     return float(alpha), float(beta)
 
 
-def _to_json(s: Sentence) -> dict[str, Any]:
-    return {"tokens": s.tokens, "spans": [[sp.start, sp.end, sp.label] for sp in s.spans]}
-
-
-def _from_json(d: dict[str, Any]) -> Sentence:
-    return Sentence(tokens=list(d["tokens"]), spans=[Span(a, b, str(t)) for a, b, t in d["spans"]])
-
-
-@strategies.register("bic", version=1)
+@strategies.register("bic", version=2)
 class BiC(Strategy):
     """Fit alpha, beta on held-out dev sentences and rescale the new labels' logits (BiC)."""
 
@@ -69,6 +67,11 @@ class BiC(Strategy):
 
     params: Params
 
+    class State(StrategyState):
+        held_out: list[StoredSentence] = Field(
+            default_factory=list, description="Held-out dev sentences of the earlier steps."
+        )
+
     def _held_out(self, ctx: StepContext) -> list[Sentence]:
         """This step's share of the held-out set: up to ``per_type`` dev sentences per new type."""
         rng = random.Random(ctx.config.seed * 104729 + ctx.step.index)
@@ -79,7 +82,7 @@ class BiC(Strategy):
         return picked
 
     def final_weights(self, ctx: StepContext) -> dict[str, torch.Tensor] | None:
-        old = [_from_json(d) for d in ctx.state.get("held_out", [])]
+        old = [m.sentence() for m in ctx.state.held_out]
         new = self._held_out(ctx)
         if not old or not new:
             return None
@@ -96,6 +99,6 @@ class BiC(Strategy):
         bias[new_rows] = bias[new_rows] * alpha + beta
         return {"head.weight": weight, "head.bias": bias}
 
-    def end_step(self, ctx: StepContext) -> dict[str, Any]:
-        kept = list(ctx.state.get("held_out", []))
-        return {"held_out": kept + [_to_json(s) for s in self._held_out(ctx)]}
+    def end_step(self, ctx: StepContext) -> State:
+        mine = [StoredSentence.of(s) for s in self._held_out(ctx)]
+        return self.State(held_out=ctx.state.held_out + mine)

@@ -24,8 +24,7 @@ import math
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from diancang.model.tagger import TaggerOutput
-from diancang.strategies.base import StepContext, strategies
+from diancang.strategies.base import StepBatch, StepContext, Target, strategies
 from diancang.strategies.distill import DistilsO
 
 
@@ -71,12 +70,13 @@ class CFNER(DistilsO):
     params: Params
 
     def loss_terms(
-        self, ctx: StepContext, batch: dict[str, torch.Tensor], out: TaggerOutput
+        self, ctx: StepContext, batch: StepBatch, target: Target
     ) -> dict[str, torch.Tensor]:
-        seen = self.teacher_on_o(ctx, batch)
+        seen = self.teacher_on_o(batch)
         if seen is None:
             return {}
         teacher, mask = seen
+        out = batch.out
         loss = causal_o_loss(
             out.logits[mask], teacher.logits[mask], teacher.features[mask], self.params.k
         )

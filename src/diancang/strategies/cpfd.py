@@ -2,13 +2,14 @@
 
 With the previous step's model as teacher:
 
-- **Confidence-based pseudo-labels.** Before the step, a threshold per old label is the median
-  (normalised) entropy of the teacher on the step's ``O`` tokens predicted as that label
-  (at least ``base_threshold``). An ``O`` token whose teacher entropy is below the threshold of the
-  teacher's label takes that label (possibly ``O``); an uncertain one is left out of the loss. The
-  cross-entropy is scaled per sentence by the share of confident ``O`` tokens (at least
-  ``min_factor``), and pseudo-labelled old-entity tokens weigh ``0.5 + sigmoid(#old / #new)``
-  (type balance).
+- **Confidence-based pseudo-labels.** At the start of the step (``begin_step``), a threshold per
+  old label is the median (normalised) entropy of the teacher on the step's ``O`` tokens
+  predicted as that label (at least ``base_threshold``). An ``O`` token whose teacher entropy is
+  below the threshold of the teacher's label takes that label (possibly ``O``); an uncertain one
+  is left out of the loss. The cross-entropy is scaled per sentence by the share of confident
+  ``O`` tokens (at least ``min_factor``), and pseudo-labelled old-entity tokens weigh
+  ``0.5 + sigmoid(#old / #new)`` (type balance). These are the base loss's target and weights
+  (``targets``), so a CRF's transitions learn from the pseudo-labels too.
 - **Distillation on the original ``O`` tokens**: KL on the old labels' probabilities, plus pooled
   feature distillation across every encoder layer, scaled by ``sqrt((C_old - 1) / C_new_labels)``.
 
@@ -25,8 +26,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from diancang.data.record import Sentence, spans_to_bio
-from diancang.model.tagger import Tagger, TaggerOutput
-from diancang.strategies.base import StepContext, Strategy, strategies
+from diancang.model.tagger import Tagger
+from diancang.strategies.base import StepBatch, StepContext, Strategy, Target, strategies
 from diancang.strategies.distill import old_label_kl
 
 
@@ -130,52 +131,42 @@ class CPFD(Strategy):
 
     params: Params
 
-    def __init__(self, params: BaseModel | None = None) -> None:
-        super().__init__(params)
-        self._thresholds: torch.Tensor | None = None
+    def begin_step(self, ctx: StepContext) -> torch.Tensor | None:
+        """The entropy threshold per old label (C_old,), from the teacher on the step's data."""
+        if ctx.previous is None:
+            return None
+        return entropy_thresholds(ctx.previous, ctx.step.train, self.params.base_threshold)
 
-    def train_data(self, ctx: StepContext, data: list[Sentence]) -> list[Sentence]:
-        self._thresholds = None
-        if ctx.previous is not None:
-            self._thresholds = entropy_thresholds(ctx.previous, data, self.params.base_threshold)
-        return data
-
-    def targets(
-        self,
-        ctx: StepContext,
-        batch: dict[str, torch.Tensor],
-        out: TaggerOutput,
-        labels: torch.Tensor,
-    ) -> torch.Tensor:
-        # With a teacher the weighted cross-entropy in loss_terms replaces the base loss.
-        return labels if ctx.previous is None else torch.full_like(labels, -100)
+    def targets(self, ctx: StepContext, batch: StepBatch, target: Target) -> Target:
+        """With a teacher: confident ``O`` words take the teacher's label, uncertain ones leave
+        the loss, and every word is weighted (adaptive factor x type balance)."""
+        teacher = batch.teacher
+        if teacher is None or ctx.work is None:
+            return target
+        p = self.params
+        gold = batch.inputs["labels"]
+        labels = torch.where(gold == 0, gold, target.labels)  # another strategy's O stays O
+        pseudo, weights = pseudo_label(
+            teacher.logits, labels, ctx.work, p.min_factor, p.type_balance
+        )
+        if target.weights is not None:
+            weights = weights * target.weights
+        return Target(pseudo, weights)
 
     def loss_terms(
-        self, ctx: StepContext, batch: dict[str, torch.Tensor], out: TaggerOutput
+        self, ctx: StepContext, batch: StepBatch, target: Target
     ) -> dict[str, torch.Tensor]:
-        if ctx.previous is None or self._thresholds is None:
+        teacher = batch.teacher
+        if teacher is None:
             return {}
-        p = self.params
-        with torch.no_grad():
-            teacher = ctx.previous(**batch, output_hidden_states=True)
-        labels = batch["labels"]
-        pseudo, weights = pseudo_label(
-            teacher.logits, labels, self._thresholds, p.min_factor, p.type_balance
-        )
-        keep = pseudo != -100
-        ce = out.logits.sum() * 0.0
-        if bool(keep.any()):
-            per_token = torch.nn.functional.cross_entropy(
-                out.logits[keep], pseudo[keep], reduction="none"
-            )
-            ce = (per_token * weights[keep]).mean()
-        o_mask = batch["word_mask"] & (labels == 0)
+        p, out = self.params, batch.out
+        o_mask = batch.inputs["word_mask"] & (batch.inputs["labels"] == 0)
         kl = old_label_kl(out.logits, teacher.logits, o_mask, p.t_student, p.t_teacher)
         pfd = out.logits.sum() * 0.0
         if out.hidden_states is not None and teacher.hidden_states is not None:
             pfd = pooled_feature_loss(
-                out.hidden_states, teacher.hidden_states, batch["attention_mask"]
+                out.hidden_states, teacher.hidden_states, batch.inputs["attention_mask"]
             )
         c_old, c_all = teacher.logits.shape[-1], out.logits.shape[-1]
         coef = math.sqrt((c_old - 1) / max(1, c_all - c_old)) if p.adaptive_distill else 1.0
-        return {"ce": ce, "distill": coef * p.distill_weight * (kl + pfd)}
+        return {"distill": coef * p.distill_weight * (kl + pfd)}

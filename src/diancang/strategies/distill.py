@@ -8,11 +8,13 @@ teacher's by KL divergence with a temperature.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from diancang.model.tagger import TaggerOutput
-from diancang.strategies.base import StepContext, Strategy, strategies
+from diancang.strategies.base import StepBatch, StepContext, Strategy, Target, strategies
 
 
 def old_label_kl(
@@ -40,28 +42,20 @@ class DistilsO(Strategy):
 
     needs_previous = True
 
-    def targets(
-        self,
-        ctx: StepContext,
-        batch: dict[str, torch.Tensor],
-        out: TaggerOutput,
-        labels: torch.Tensor,
-    ) -> torch.Tensor:
+    def targets(self, ctx: StepContext, batch: StepBatch, target: Target) -> Target:
         if ctx.previous is None:
-            return labels
-        return labels.masked_fill(labels == 0, -100)  # O tokens are distilled, not labelled
+            return target
+        o_words = batch.inputs["labels"] == 0  # O words are distilled, not labelled
+        return replace(target, labels=target.labels.masked_fill(o_words, -100))
 
     @staticmethod
-    def teacher_on_o(
-        ctx: StepContext, batch: dict[str, torch.Tensor]
-    ) -> tuple[TaggerOutput, torch.Tensor] | None:
+    def teacher_on_o(batch: StepBatch) -> tuple[TaggerOutput, torch.Tensor] | None:
         """The teacher's output on the batch and the mask (B, W) of its ``O`` words; None
         before there is a teacher."""
-        if ctx.previous is None:
+        teacher = batch.teacher
+        if teacher is None:
             return None
-        with torch.no_grad():
-            teacher = ctx.previous(**batch)
-        return teacher, batch["word_mask"] & (batch["labels"] == 0)
+        return teacher, batch.inputs["word_mask"] & (batch.inputs["labels"] == 0)
 
 
 @strategies.register("distill", version=1)
@@ -79,12 +73,12 @@ class Distill(DistilsO):
     params: Params
 
     def loss_terms(
-        self, ctx: StepContext, batch: dict[str, torch.Tensor], out: TaggerOutput
+        self, ctx: StepContext, batch: StepBatch, target: Target
     ) -> dict[str, torch.Tensor]:
-        seen = self.teacher_on_o(ctx, batch)
+        seen = self.teacher_on_o(batch)
         if seen is None:
             return {}
         teacher, mask = seen
         p = self.params
-        kl = old_label_kl(out.logits, teacher.logits, mask, p.t_student, p.t_teacher)
+        kl = old_label_kl(batch.out.logits, teacher.logits, mask, p.t_student, p.t_teacher)
         return {"kl": p.weight * kl}

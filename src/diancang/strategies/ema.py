@@ -6,6 +6,8 @@ averaged weights. Combine it with any other strategy (``strategies: [distill, em
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,28 +32,23 @@ class EMA(Strategy):
 
     params: Params
 
-    def __init__(self, params: BaseModel | None = None) -> None:
-        super().__init__(params)
-        self._shadow: dict[str, torch.Tensor] = {}
-        self._updates = 0
+    def begin_step(self, ctx: StepContext) -> dict[str, Any]:
+        """A new average per step: ``{"shadow": weights, "updates": n}``."""
+        return {"shadow": {}, "updates": 0}
 
     @torch.no_grad()
     def after_update(self, ctx: StepContext) -> None:
+        work = ctx.work
         current = {k: v for k, v in ctx.model.state_dict().items() if v.is_floating_point()}
-        if not self._shadow or any(
-            k not in self._shadow or self._shadow[k].shape != v.shape for k, v in current.items()
-        ):  # a new step (the head grew) starts a new average
-            self._shadow = {k: v.detach().clone() for k, v in current.items()}
-            self._updates = 0
+        if not work["shadow"]:
+            work["shadow"] = {k: v.detach().clone() for k, v in current.items()}
             return
-        self._updates += 1
-        n = self._updates
-        decay = (
-            min(self.params.decay, (1 + n) / (10 + n)) if self.params.warmup else self.params.decay
-        )
+        work["updates"] += 1
+        n = work["updates"]
+        p = self.params
+        decay = min(p.decay, (1 + n) / (10 + n)) if p.warmup else p.decay
         for k, v in current.items():
-            self._shadow[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+            work["shadow"][k].mul_(decay).add_(v.detach(), alpha=1 - decay)
 
     def final_weights(self, ctx: StepContext) -> dict[str, torch.Tensor] | None:
-        shadow, self._shadow = self._shadow, {}
-        return shadow or None
+        return ctx.work["shadow"] or None

@@ -3,8 +3,9 @@
 At the end of each step, for every new type, the ``per_type`` sentences of that step whose
 entity features best track the type's mean feature (herding) are stored, plus ``all_o`` sentences
 with no entity. Later steps train on their own data plus the memory; a stored sentence keeps the
-labels it had in its own step. The memory holds sentence ids only (in ``ctx.state``), so it is
-saved with every checkpoint and bounded by ``per_type x types + all_o x steps`` sentences.
+labels it had in its own step. The memory is the strategy's carried state (the sentences
+themselves), saved with every version and bounded by ``per_type x types + all_o x steps``
+sentences.
 
 With ``classifier: nme`` the head is replaced after each step by a nearest-mean-of-exemplars
 classifier: label ``c``'s row becomes the normalised mean of the normalised features of the
@@ -23,7 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from diancang.data.record import Sentence
 from diancang.model.tagger import Tagger
-from diancang.strategies.base import ALL_HEADS, StepContext, Strategy, linear_head, strategies
+from diancang.strategies.base import (
+    ALL_HEADS,
+    StepContext,
+    StoredSentence,
+    Strategy,
+    StrategyState,
+    linear_head,
+    strategies,
+)
 from diancang.strategies.words import word_outputs
 
 
@@ -87,7 +96,7 @@ def nme_head(model: Tagger, memory: list[Sentence]) -> dict[str, torch.Tensor]:
     return {"head.weight": weight, "head.bias": bias}
 
 
-@strategies.register("exemplars", version=2)
+@strategies.register("exemplars", version=3)
 class Exemplars(Strategy):
     """Replay memory of k sentences per type, chosen by herding on entity features."""
 
@@ -104,46 +113,43 @@ class Exemplars(Strategy):
 
     params: Params
 
-    def __init__(self, params: BaseModel | None = None) -> None:
-        super().__init__(params)
-        self._memory: tuple[int, list[dict[str, Any]]] | None = None  # (step, memory) cache
+    class State(StrategyState):
+        memory: list[StoredSentence] = Field(
+            default_factory=list, description="Stored sentences, each with its own step's labels."
+        )
+
+    def begin_step(self, ctx: StepContext) -> dict[str, Any]:
+        return {}  # "memory": the memory after this step, chosen once when training ends
 
     def train_data(self, ctx: StepContext, data: list[Sentence]) -> list[Sentence]:
-        memory = ctx.state.get("memory", [])
-        return data + [ctx.pool[m["index"]].keep_types(m["types"]) for m in memory]
+        return data + [m.sentence() for m in ctx.state.memory]
 
     def final_weights(self, ctx: StepContext) -> dict[str, torch.Tensor] | None:
         if self.params.classifier == "head":
             return None
-        memory = [ctx.pool[m["index"]].keep_types(m["types"]) for m in self._updated(ctx)]
-        return nme_head(ctx.model, memory)
+        return nme_head(ctx.model, [m.sentence() for m in self._updated(ctx)])
 
-    def end_step(self, ctx: StepContext) -> dict[str, Any]:
-        return {"memory": self._updated(ctx)}
+    def end_step(self, ctx: StepContext) -> State:
+        return self.State(memory=self._updated(ctx))
 
-    def _updated(self, ctx: StepContext) -> list[dict[str, Any]]:
-        """The memory after this step (computed once per step)."""
-        if self._memory is None or self._memory[0] != ctx.step.index:
-            self._memory = (ctx.step.index, self._select(ctx))
-        return self._memory[1]
+    def _updated(self, ctx: StepContext) -> list[StoredSentence]:
+        """The memory after this step (chosen once per step)."""
+        if "memory" not in ctx.work:
+            ctx.work["memory"] = ctx.state.memory + self._select(ctx)
+        return list(ctx.work["memory"])
 
-    def _select(self, ctx: StepContext) -> list[dict[str, Any]]:
-        memory = list(ctx.state.get("memory", []))
-        step = ctx.step
-        mine = ctx.own_indices
-        stored = {m["index"] for m in memory}
-        picked: list[int] = []
-        for label in step.new_types:
-            candidates = [i for i in mine if label in ctx.pool[i].types()]
+    def _select(self, ctx: StepContext) -> list[StoredSentence]:
+        """This step's exemplars: herding per new type, plus sentences without entities."""
+        own = ctx.step.train
+        picked: list[Sentence] = []
+        for label in ctx.step.new_types:
+            candidates = [s for s in own if label in s.types()]
             if not candidates:
                 continue
-            feats = entity_features(ctx.model, [ctx.pool[i] for i in candidates], label)
+            feats = entity_features(ctx.model, candidates, label)
             picked += [candidates[j] for j in herding(feats, self.params.per_type)]
-        empty = [i for i in mine if not ctx.pool[i].spans]
-        rng = random.Random(ctx.config.seed * 7919 + step.index)
+        empty = [s for s in own if not s.spans]
+        rng = random.Random(ctx.config.seed * 7919 + ctx.step.index)
         picked += rng.sample(empty, min(self.params.all_o, len(empty)))
-        for i in picked:
-            if i not in stored:
-                stored.add(i)
-                memory.append({"index": i, "types": list(step.new_types)})
-        return memory
+        unique = {id(s): s for s in picked}  # a sentence chosen for two types is kept once
+        return [StoredSentence.of(s) for s in unique.values()]

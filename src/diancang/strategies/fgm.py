@@ -1,8 +1,10 @@
 """``fgm``: adversarial training on the word embeddings (Fast Gradient Method, Miyato et al. 2017).
 
 For every batch the embedding matrix is moved by ``epsilon`` along the normalised gradient of the
-base loss, the batch is scored again, and that adversarial loss is added. Combine it with any
-other strategy (``strategies: [distill, fgm]``).
+base loss, the batch is scored again, and that adversarial loss is added. Both losses are on the
+resolved target (every strategy's ``targets``), so ``fgm`` never re-supervises words another
+strategy took out of the cross-entropy (``distill``'s and ``cpfd``'s ``O`` words). Combine it
+with any other strategy (``strategies: [distill, fgm]``).
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from diancang.errors import ConfigError
-from diancang.model.tagger import TaggerOutput
-from diancang.strategies.base import ALL_HEADS, StepContext, Strategy, strategies
+from diancang.strategies.base import ALL_HEADS, StepBatch, StepContext, Strategy, Target, strategies
 
 
 @strategies.register("fgm", version=1)
@@ -30,27 +31,28 @@ class FGM(Strategy):
     params: Params
 
     def loss_terms(
-        self, ctx: StepContext, batch: dict[str, torch.Tensor], out: TaggerOutput
+        self, ctx: StepContext, batch: StepBatch, target: Target
     ) -> dict[str, torch.Tensor]:
-        model = ctx.model
+        model, inputs = ctx.model, batch.inputs
         emb = model.encoder.get_input_embeddings().weight  # type: ignore[operator]
         if not emb.requires_grad:
             raise ConfigError(
                 "fgm perturbs the word embeddings, but model.freeze_embeddings is true",
                 fix="set model.freeze_embeddings: false, or remove fgm from strategies",
             )
-        base = model.loss(out, batch["labels"], batch["word_mask"])
+        mask = inputs["word_mask"]
+        base = model.loss(batch.out, target.labels, mask, target.weights)
         (grad,) = torch.autograd.grad(base, emb, retain_graph=True)
         norm = grad.norm()
         if not torch.isfinite(norm) or norm == 0:
             return {}
-        rows = torch.unique(batch["input_ids"])  # the only rows with a gradient
+        rows = torch.unique(inputs["input_ids"])  # the only rows with a gradient
         saved = emb.detach()[rows].clone()
         with torch.no_grad():  # the lookup saves indices only, so the first graph stays valid
             emb[rows] += self.params.epsilon * grad[rows] / norm
         try:
-            adv = model(**batch)
-            loss = model.loss(adv, batch["labels"], batch["word_mask"])
+            adv = model(**inputs)
+            loss = model.loss(adv, target.labels, mask, target.weights)
         finally:
             with torch.no_grad():
                 emb[rows] = saved  # exact restore

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from diancang.data.record import Sentence
 from diancang.model.tagger import Tagger
-from diancang.strategies.base import StepContext, Strategy, strategies
+from diancang.strategies.base import StepContext, Strategy, StrategyState, strategies
 from diancang.strategies.synthetic_replay import pseudo_label
 
 logger = logging.getLogger("diancang.strategies")
@@ -141,7 +141,7 @@ def invert(
     return x.detach(), history
 
 
-@strategies.register("inversion_replay", version=1)
+@strategies.register("inversion_replay", version=2)
 class InversionReplay(Strategy):
     """Replay old types on sentences reconstructed from the previous model by inversion."""
 
@@ -163,24 +163,27 @@ class InversionReplay(Strategy):
 
     params: Params
 
-    def __init__(self, params: BaseModel | None = None) -> None:
-        super().__init__(params)
-        self.report: dict[str, float] = {}
+    class State(StrategyState):
+        required = False  # a cost report only
+
+        history: list[dict[str, Any]] = Field(
+            default_factory=list, description="Per step: sentences kept and seconds spent."
+        )
+
+    def begin_step(self, ctx: StepContext) -> dict[str, Any]:
+        return {"step": ctx.step.index}  # this step's cost report
 
     def train_data(self, ctx: StepContext, data: list[Sentence]) -> list[Sentence]:
         if ctx.previous is None or not ctx.previous.types:
             return data
         began = time.perf_counter()
         synthetic = self.reconstruct(ctx.previous, ctx.config.seed * 7919 + ctx.step.index)
-        self.report = {
-            "kept": len(synthetic),
-            "seconds": round(time.perf_counter() - began, 2),
-        }
+        ctx.work.update(kept=len(synthetic), seconds=round(time.perf_counter() - began, 2))
         logger.info(
             "inversion_replay: %d of %d reconstructed sentences kept (%.1fs)",
             len(synthetic),
             self.params.per_step,
-            self.report["seconds"],
+            ctx.work["seconds"],
         )
         return data + synthetic
 
@@ -204,8 +207,5 @@ class InversionReplay(Strategy):
             token_lists += [flat[k : k + p.length] for k in range(0, len(flat), p.length)]
         return pseudo_label(old, token_lists, set(old.types), p.min_score)
 
-    def end_step(self, ctx: StepContext) -> dict[str, Any]:
-        history = list(ctx.state.get("history", []))
-        history.append({"step": ctx.step.index, **self.report})
-        self.report = {}
-        return {"history": history}
+    def end_step(self, ctx: StepContext) -> State:
+        return self.State(history=[*ctx.state.history, ctx.work])

@@ -20,23 +20,31 @@ Two parts:
   an anchor whose positives are the other words of its label (supervised contrastive loss,
   temperature ``temperature``); ``O`` words are negatives only.
 
-The memory holds sentence ids (``ctx.state``) and is used for prototypes only (combine with
-``exemplars`` to replay). Deviations from the paper's code: no projection head (the loss acts on
-the tagger's features directly), and no second phase with ``O`` anchors.
+The memory (the carried state: ``per_type`` sentences per type, stored whole) is used for
+prototypes only (combine with ``exemplars`` to replay). Deviations from the paper's code: no
+projection head (the loss acts on the tagger's features directly), and no second phase with
+``O`` anchors.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from diancang.data.record import Sentence, Span
-from diancang.model.tagger import TaggerOutput
-from diancang.strategies.base import StepContext, Strategy, strategies
+from diancang.strategies.base import (
+    StepBatch,
+    StepContext,
+    StoredSentence,
+    Strategy,
+    StrategyState,
+    Target,
+    strategies,
+)
 from diancang.strategies.words import word_outputs
 
 logger = logging.getLogger("diancang.strategies")
@@ -143,7 +151,7 @@ def words_to_spans(labels: list[int | None], names: list[str]) -> list[Span]:
     return spans
 
 
-@strategies.register("relabel_o", version=1)
+@strategies.register("relabel_o", version=2)
 class RelabelO(Strategy):
     """Learning-O: relabel O words as old types (prototypes or nearest neighbour) + contrast."""
 
@@ -170,18 +178,25 @@ class RelabelO(Strategy):
 
     params: Params
 
-    def __init__(self, params: BaseModel | None = None) -> None:
-        super().__init__(params)
-        self.relabelled = 0  # O words relabelled in this step (reported in the state)
+    class State(StrategyState):
+        memory: list[StoredSentence] = Field(
+            default_factory=list, description="Sentences per type for the prototypes."
+        )
+        relabelled: list[int] = Field(
+            default_factory=list, description="O words relabelled at each step so far."
+        )
+
+    def begin_step(self, ctx: StepContext) -> dict[str, int]:
+        return {"relabelled": 0}
 
     def train_data(self, ctx: StepContext, data: list[Sentence]) -> list[Sentence]:
-        memory = ctx.state.get("memory", [])
+        memory = ctx.state.memory
         if ctx.previous is None or not memory or not data:
             return data
         old = ctx.previous
         names = old.labels
         entity = [i for i, lab in enumerate(names) if lab != "O"]
-        mem = word_outputs(old, [ctx.pool[m["index"]].keep_types(m["types"]) for m in memory])
+        mem = word_outputs(old, [m.sentence() for m in memory])
         mem_y = mem.label_ids(names)
         mem_ent = torch.isin(mem_y, torch.tensor(entity))
         step = word_outputs(old, data)
@@ -228,15 +243,16 @@ class RelabelO(Strategy):
             )
         n = int((new >= 0).sum())
         logger.info("relabel_o: %d of %d O words relabelled as old types", n, len(new))
-        self.relabelled = n
+        ctx.work["relabelled"] = n
         return out
 
     def loss_terms(
-        self, ctx: StepContext, batch: dict[str, torch.Tensor], out: TaggerOutput
+        self, ctx: StepContext, batch: StepBatch, target: Target
     ) -> dict[str, torch.Tensor]:
         if self.params.contrast_weight == 0:
             return {}
-        labels = batch["labels"].masked_fill(~batch["word_mask"], -100)
+        out = batch.out
+        labels = batch.inputs["labels"].masked_fill(~batch.inputs["word_mask"], -100)
         loss = supervised_contrastive(
             out.features.reshape(-1, out.features.shape[-1]),
             labels.reshape(-1),
@@ -244,17 +260,13 @@ class RelabelO(Strategy):
         )
         return {"contrast": self.params.contrast_weight * loss}
 
-    def end_step(self, ctx: StepContext) -> dict[str, Any]:
-        memory = list(ctx.state.get("memory", []))
-        counts = list(ctx.state.get("relabelled", []))
-        counts.append(self.relabelled)
-        self.relabelled = 0
+    def end_step(self, ctx: StepContext) -> State:
         rng = random.Random(ctx.config.seed * 31 + ctx.step.index)
-        mine = ctx.own_indices
-        stored = {m["index"] for m in memory}
+        kept: list[Sentence] = []
         for label in ctx.step.new_types:
-            having = [i for i in mine if label in ctx.pool[i].types() and i not in stored]
-            for i in rng.sample(having, min(self.params.per_type, len(having))):
-                stored.add(i)
-                memory.append({"index": i, "types": list(ctx.step.new_types)})
-        return {"memory": memory, "relabelled": counts}
+            having = [s for s in ctx.step.train if label in s.types() and s not in kept]
+            kept += rng.sample(having, min(self.params.per_type, len(having)))
+        return self.State(
+            memory=ctx.state.memory + [StoredSentence.of(s) for s in kept],
+            relabelled=[*ctx.state.relabelled, ctx.work["relabelled"]],
+        )

@@ -11,8 +11,9 @@ learn stage). *Review*: when that training ends, a copy of the model is trained 
 
 distilling two teachers at temperature ``kd_temperature``: the previous model on the old labels
 of the old-type sentences, and the model as the learn stage left it on all labels of the new
-sentences. The reviewed weights are what the step keeps (``final_weights``), so the review's
-time counts in the step's training seconds.
+sentences. The review trains through the step runner's own loop (``ctx.fit``: the same
+optimiser, schedule, clipping and ``accelerate``); the reviewed weights are what the step keeps
+(``final_weights``), so the review's time counts in the step's training seconds.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from typing import Any
 import torch
 from pydantic import Field
 from torch import nn
+from torch.utils.data import DataLoader
 
 from diancang.data.record import Sentence
+from diancang.model.features import collate
 from diancang.model.tagger import Tagger
-from diancang.strategies.base import StepContext, strategies
+from diancang.strategies.base import StepContext, StoredSentence, strategies
 from diancang.strategies.synthetic_replay import SyntheticReplay
 
 
@@ -38,7 +41,7 @@ def soft_kl(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Ten
     return nn.functional.kl_div(log_p, q, reduction="batchmean") * t * t
 
 
-@strategies.register("review", version=1)
+@strategies.register("review", version=2)
 class Review(SyntheticReplay):
     """A review phase on synthetic (and stored) old-type data after each step, distilling the old
     and the just-trained model."""
@@ -56,6 +59,11 @@ class Review(SyntheticReplay):
 
     params: Params
 
+    class State(SyntheticReplay.State):
+        memory: list[StoredSentence] = Field(
+            default_factory=list, description="Real sentences kept per type (memory_per_type)."
+        )
+
     def train_data(self, ctx: StepContext, data: list[Sentence]) -> list[Sentence]:
         return data  # the learn stage is the other strategies' business
 
@@ -64,61 +72,78 @@ class Review(SyntheticReplay):
             return None
         p = self.params
         rng = random.Random(ctx.config.seed * 31 + ctx.step.index)
-        memory = [ctx.pool[m["index"]].keep_types(m["types"]) for m in ctx.state.get("memory", [])]
-        old = self.generate(ctx) + memory
-        new = list(ctx.step.train)
-        new = rng.sample(new, min(p.new_sentences, len(new)))
+        old = self.generate(ctx) + [m.sentence() for m in ctx.state.memory]
+        new = rng.sample(list(ctx.step.train), min(p.new_sentences, len(ctx.step.train)))
         if not old:
             return None
-        student = self.review(ctx.model, ctx.previous, old, new, rng)
+        student = self.review(ctx, old, new)
         return {k: v.detach() for k, v in student.state_dict().items()}
 
-    def review(
-        self, learned: Tagger, previous: Tagger, old: list[Sentence], new: list[Sentence], rng: Any
-    ) -> Tagger:
-        """A reviewed copy of ``learned`` (which, like ``previous``, is left unchanged)."""
+    def review(self, ctx: StepContext, old: list[Sentence], new: list[Sentence]) -> Tagger:
+        """A reviewed copy of the step's model, trained through the step runner's loop
+        (``ctx.fit``); the model and the previous one are left unchanged."""
         p = self.params
-        student = copy.deepcopy(learned).train()
+        learned, previous = ctx.model, ctx.previous
+        assert previous is not None
+        student = copy.deepcopy(learned)
         was_training = learned.training
         learned.eval()
         n_old = len(previous.labels)
-        items = [(s.tokens, True) for s in old if s.tokens] + [(s.tokens, False) for s in new]
-        opt = torch.optim.AdamW([w for w in student.parameters() if w.requires_grad], p.review_lr)
-        for _ in range(p.review_epochs):
-            rng.shuffle(items)
-            for lo in range(0, len(items), p.review_batch):
-                chunk = items[lo : lo + p.review_batch]
-                batch = student.batch([tokens for tokens, _ in chunk])
-                mask = batch["word_mask"]
-                is_old = torch.tensor([flag for _, flag in chunk], device=mask.device)
-                logits = student(**batch).logits  # (B, W, C)
-                loss = logits.sum() * 0.0
-                with torch.no_grad():
-                    teacher_old = previous(**batch).logits  # (B, W, n_old)
-                    teacher_new = learned(**batch).logits  # (B, W, C)
-                rows_old = mask & is_old[:, None]
-                rows_new = mask & ~is_old[:, None]
-                if bool(rows_old.any()):
-                    s, t = logits[rows_old][:, :n_old], teacher_old[rows_old]
-                    loss = loss + soft_kl(s, t, p.kd_temperature)
-                if bool(rows_new.any()):
-                    s, t = logits[rows_new], teacher_new[rows_new]
-                    loss = loss + soft_kl(s, t, p.kd_temperature)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        flagged = [(s, True) for s in old] + [(s, False) for s in new]
+        rows = [(student.encode(s.tokens), flag) for s, flag in flagged if s.tokens]
+        pad = student.token_encoder.pad_id
+
+        def collate_fn(chunk: list[Any]) -> dict[str, torch.Tensor]:
+            batch = collate([e for e, _ in chunk], None, pad)
+            return {**batch, "is_old": torch.tensor([flag for _, flag in chunk])}
+
+        gen = torch.Generator().manual_seed(ctx.config.seed * 31 + ctx.step.index)
+        loader: DataLoader[Any] = DataLoader(
+            rows,  # type: ignore[arg-type]
+            batch_size=p.review_batch,
+            shuffle=True,
+            generator=gen,
+            collate_fn=collate_fn,
+        )
+
+        def loss_fn(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            mask = batch["word_mask"]
+            is_old = batch["is_old"]
+            logits = model(**batch).logits  # (B, W, C)
+            loss = logits.sum() * 0.0
+            with torch.no_grad():
+                teacher_old = previous(**batch).logits  # (B, W, n_old)
+                teacher_new = learned(**batch).logits  # (B, W, C)
+            rows_old = mask & is_old[:, None]
+            rows_new = mask & ~is_old[:, None]
+            if bool(rows_old.any()):
+                s, t = logits[rows_old][:, :n_old], teacher_old[rows_old]
+                loss = loss + soft_kl(s, t, p.kd_temperature)
+            if bool(rows_new.any()):
+                s, t = logits[rows_new], teacher_new[rows_new]
+                loss = loss + soft_kl(s, t, p.kd_temperature)
+            return loss
+
+        ctx.fit(
+            student,
+            loader,
+            loss_fn,
+            epochs=p.review_epochs,
+            lr=p.review_lr,
+            head_lr=p.review_lr,
+            desc=f"step {ctx.step.index + 1} review",
+        )
         learned.train(was_training)
         return student.eval()
 
-    def end_step(self, ctx: StepContext) -> dict[str, Any]:
+    def end_step(self, ctx: StepContext) -> State:
         """The LMs (as ``synthetic_replay``) and a random memory of ``memory_per_type`` real
         sentences per new type."""
-        state = super().end_step(ctx)
+        base = super().end_step(ctx)
         rng = random.Random(ctx.config.seed + ctx.step.index)
-        memory = list(ctx.state.get("memory", []))
-        own = ctx.own_indices
+        n = self.params.memory_per_type
+        kept: list[StoredSentence] = []
         for t in ctx.step.new_types:
-            having = [i for i in own if any(sp.label == t for sp in ctx.pool[i].spans)]
-            for i in rng.sample(having, min(self.params.memory_per_type, len(having))):
-                memory.append({"index": i, "types": list(ctx.step.new_types)})
-        return {**state, "memory": memory}
+            having = [s for s in ctx.step.train if t in s.types()]
+            kept += [StoredSentence.of(s) for s in rng.sample(having, min(n, len(having)))]
+        return self.State(**base.model_dump(exclude={"memory"}), memory=ctx.state.memory + kept)

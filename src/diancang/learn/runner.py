@@ -1,0 +1,311 @@
+"""The step runner: one continual step, the same for ``diancang run``, ``learn`` and the service.
+
+:meth:`StepRunner.run_step` takes a model (fresh for the first step, or a version's model, which
+becomes the teacher), the strategies' carried states, and a :class:`~diancang.stream.Step`; it
+grows the model by the step's types, trains it through the strategies' hooks and returns the new
+model with the states to save in the next version. The loop runs unchanged on one CPU, one GPU or
+under ``accelerate launch`` (data sharded by ``accelerate``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from diancang.config import RunConfig
+from diancang.data.record import Sentence, spans_to_bio
+from diancang.learn.blobs import Blobs
+from diancang.learn.evaluate import evaluate
+from diancang.model.features import collate
+from diancang.model.tagger import Tagger
+from diancang.strategies.base import (
+    StepBatch,
+    StepContext,
+    Strategy,
+    StrategyState,
+    Target,
+    check_heads,
+)
+from diancang.stream import Step
+
+logger = logging.getLogger("diancang.learn")
+
+#: ``loss_fn(model, batch) -> scalar``: what :meth:`StepRunner.fit` minimises.
+LossFn = Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _linear_warmup(total: int, warmup: float) -> Callable[[int], float]:
+    n_warm = max(1, int(total * warmup))
+
+    def factor(i: int) -> float:
+        if i < n_warm:
+            return (i + 1) / n_warm
+        return max(0.0, (total - i) / max(1, total - n_warm))
+
+    return factor
+
+
+@dataclass
+class StepResult:
+    """What one step produced: the trained model, each strategy's state to carry, training
+    seconds and sentences (all epochs), and the dev scores per epoch when asked for."""
+
+    model: Tagger
+    states: dict[str, StrategyState | None]
+    seconds: float = 0.0
+    sentences: int = 0
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+
+
+class StepRunner:
+    """Trains steps with a list of strategies (see :meth:`run_step`)."""
+
+    def __init__(
+        self, config: RunConfig, strategies: list[Strategy], accelerator: Any | None = None
+    ) -> None:
+        from accelerate import Accelerator
+
+        check_heads(strategies, config.model.head)
+        self.config = config
+        self.strategies = strategies
+        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.epoch_scores: list[dict[str, Any]] = []
+        #: ``on_batch(done, total, desc)``: called after every batch (jobs report progress).
+        self.on_batch: Callable[[int, int, str], None] | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return bool(self.accelerator.is_main_process)
+
+    # ----------------------------------------------------------------------------- machinery
+    def loader(
+        self, model: Tagger, data: list[Sentence], seed: int, batch_size: int | None = None
+    ) -> DataLoader[Any]:
+        """A shuffled loader of ``data`` encoded for ``model`` (gold labels included)."""
+        items = [
+            (model.encode(s.tokens), model.label_ids(spans_to_bio(len(s.tokens), s.spans)))
+            for s in data
+            if s.tokens
+        ]
+        pad = model.token_encoder.pad_id
+
+        def collate_fn(rows: list[Any]) -> dict[str, torch.Tensor]:
+            return collate([r[0] for r in rows], [r[1] for r in rows], pad)
+
+        gen = torch.Generator()
+        gen.manual_seed(seed)
+        return DataLoader(
+            items,  # type: ignore[arg-type]
+            batch_size=batch_size or self.config.train.batch_size,
+            shuffle=True,
+            generator=gen,
+            collate_fn=collate_fn,
+        )
+
+    def _optimizer(
+        self, model: Tagger, n_batches: int, epochs: int, lr: float, head_lr: float
+    ) -> tuple[Any, Any]:
+        tc = self.config.train
+        enc = [p for p in model.encoder.parameters() if p.requires_grad]
+        enc_ids = {id(p) for p in enc}
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids]
+        opt = torch.optim.AdamW(
+            [{"params": enc, "lr": lr}, {"params": rest, "lr": head_lr}],
+            weight_decay=tc.weight_decay,
+        )
+        total = max(1, n_batches * epochs)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _linear_warmup(total, tc.warmup))
+        return opt, sched
+
+    def fit(
+        self,
+        model: Tagger,
+        loader: DataLoader[Any],
+        loss_fn: LossFn,
+        *,
+        epochs: int,
+        lr: float,
+        head_lr: float,
+        desc: str,
+        after_update: Callable[[], None] | None = None,
+        after_epoch: Callable[[int], None] | None = None,
+    ) -> None:
+        """The training loop every phase uses: AdamW (encoder and head learning rates), linear
+        warm-up and decay, gradient clipping, ``accelerate`` and a progress bar."""
+        from tqdm.auto import tqdm
+
+        acc = self.accelerator
+        opt, sched = self._optimizer(model, len(loader), epochs, lr, head_lr)
+        wrapped, opt, loader, sched = acc.prepare(model, opt, loader, sched)
+        wrapped.train()
+        total = len(loader) * epochs
+        show = self.config.train.progress and self.is_main
+        # disable=None: tqdm turns itself off when stderr is not a terminal (logs, CI).
+        bar = tqdm(total=total, desc=desc, disable=None if show else True, leave=False)
+        done = 0
+        for epoch in range(epochs):
+            for batch in loader:
+                loss = loss_fn(wrapped, batch)
+                acc.backward(loss)
+                acc.clip_grad_norm_(wrapped.parameters(), self.config.train.grad_clip)
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+                if after_update is not None:
+                    after_update()
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.update(1)
+                done += 1
+                if self.on_batch is not None:
+                    self.on_batch(done, total, desc)
+            if after_epoch is not None:
+                after_epoch(epoch)
+                wrapped.train()
+        bar.close()
+
+    # ----------------------------------------------------------------------------- one step
+    def run_step(
+        self,
+        step: Step,
+        model: Tagger,
+        states: dict[str, StrategyState | None],
+        blobs: Blobs,
+        *,
+        fresh: bool,
+        pool: list[Sentence] | None = None,
+        assignment: list[int] | None = None,
+        train: bool = True,
+    ) -> StepResult:
+        """Run ``step`` from ``model``: a ``fresh`` model (built for the step's types) trains
+        alone; any other is copied as the teacher and grows the step's types. ``states`` are
+        the strategies' carried states (None: start empty). ``pool``/``assignment`` (default:
+        the step's own data) are read by ``joint`` only. ``train=False`` loads a step trained
+        elsewhere: the strategies' end-of-step hooks still run."""
+        previous = None
+        if not fresh:
+            if any(s.needs_previous for s in self.strategies):
+                previous = copy.deepcopy(model).eval().requires_grad_(False)
+            model.add_labels(step.new_types, self.config.types)
+        model.to(self.accelerator.device)
+        pool = list(step.train) if pool is None else pool
+        assignment = [step.index] * len(pool) if assignment is None else assignment
+        ctxs = []
+        for s in self.strategies:
+            state = states.get(s.name)
+            ctx = StepContext(
+                step=step,
+                model=model,
+                previous=previous,
+                config=self.config,
+                pool=pool,
+                assignment=assignment,
+                blobs=blobs,
+                state=state if state is not None or s.State is None else s.State(),
+                fit=self.fit,
+            )
+            ctx.work = s.begin_step(ctx)
+            ctxs.append(ctx)
+        seconds, n_sentences = self.train_step(ctxs) if train else (0.0, 0)
+        carried = {s.name: s.end_step(c) for s, c in zip(self.strategies, ctxs, strict=True)}
+        return StepResult(model, carried, seconds, n_sentences, list(self.epoch_scores))
+
+    def train_step(self, ctxs: list[StepContext]) -> tuple[float, int]:
+        """Train the step's model through the strategies' hooks (``ctxs[i]`` is strategy
+        ``i``'s context). Returns the training seconds and the sentences trained on (all
+        epochs); dev scoring after epochs is not counted."""
+        tc = self.config.train
+        ctx = ctxs[0]
+        start = time.perf_counter()  # the strategies' data hooks count as training time
+        pairs = list(zip(self.strategies, ctxs, strict=True))
+        data = list(ctx.step.train)
+        for strat, c in pairs:
+            data = strat.train_data(c, data)
+        loader = self.loader(ctx.model, data, self.config.seed + ctx.step.index)
+        self.epoch_scores = []
+        eval_seconds = [0.0]
+
+        def after_update() -> None:
+            for strat, c in pairs:
+                strat.after_update(c)
+
+        def after_epoch(epoch: int) -> None:
+            if tc.eval_each_epoch and self.is_main and ctx.step.dev:
+                elapsed = time.perf_counter() - start - eval_seconds[0]
+                eval_seconds[0] += self._epoch_eval(ctx, epoch, elapsed)
+
+        self.fit(
+            ctx.model,
+            loader,
+            lambda model, batch: self.batch_loss(pairs, model, batch),
+            epochs=tc.epochs,
+            lr=tc.lr,
+            head_lr=tc.head_lr,
+            desc=f"step {ctx.step.index + 1}",
+            after_update=after_update,
+            after_epoch=after_epoch,
+        )
+        for strat, c in pairs:
+            weights = strat.final_weights(c)
+            if weights is not None:
+                ctx.model.load_state_dict(weights, strict=False)
+        seconds = time.perf_counter() - start - eval_seconds[0]
+        self.accelerator.wait_for_everyone()
+        self.accelerator.free_memory()
+        return seconds, len(loader.dataset) * tc.epochs  # type: ignore[arg-type]
+
+    def batch_loss(
+        self, pairs: list[tuple[Strategy, StepContext]], model: Any, inputs: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The base loss on the strategies' resolved target plus every strategy's extra terms
+        (a scalar). ``model`` may be the ``accelerate``-wrapped tagger."""
+        hidden = any(strat.needs_hidden_states for strat, _ in pairs)
+        out = model(**inputs, output_hidden_states=hidden)
+        tagger = pairs[0][1].model
+        batch = StepBatch(inputs, out, previous=pairs[0][1].previous, hidden=hidden)
+        target = Target(inputs["labels"])
+        for strat, c in pairs:
+            target = strat.targets(c, batch, target)
+        loss = tagger.loss(out, target.labels, inputs["word_mask"], target.weights)
+        for strat, c in pairs:
+            for value in strat.loss_terms(c, batch, target).values():
+                loss = loss + value
+        return loss
+
+    def _epoch_eval(self, ctx: StepContext, epoch: int, elapsed: float) -> float:
+        """Score the step's dev set after an epoch (kept in ``epoch_scores``); returns the
+        seconds it took, which are not training time."""
+        began = time.perf_counter()
+        tc = self.config.train
+        scores = evaluate(ctx.model, ctx.step.dev, ctx.step.new_types, tc.eval_batch_size)
+        self.epoch_scores.append(
+            {
+                "epoch": epoch + 1,
+                "dev_micro": scores.f1,
+                "dev_macro": scores.macro_f1,
+                "train_seconds": round(elapsed, 2),
+            }
+        )
+        logger.info(
+            "step %d epoch %d: dev micro %.1f%% macro %.1f%%",
+            ctx.step.index + 1,
+            epoch + 1,
+            100 * scores.f1,
+            100 * scores.macro_f1,
+        )
+        return time.perf_counter() - began
