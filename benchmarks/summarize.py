@@ -171,8 +171,8 @@ def refresh_readme(results: Path, readme: Path) -> None:
     ]
     for path in sorted(results.glob("*.json")):
         report = json.loads(path.read_text("utf-8"))
-        if "runs" not in report:  # e.g. encoder-speed.json, which has its own table
-            continue
+        if "runs" not in report or "benchmark" not in report:  # pages with tables of their own
+            continue  # (encoder-speed.json, the few-shot page)
         for r in rows(report):
             sps = "–" if r["sec_per_step"] is None else f"{r['sec_per_step']:.1f}"
             lines.append(
@@ -185,7 +185,7 @@ def refresh_readme(results: Path, readme: Path) -> None:
     lines += ["", "Heatmaps (step x type F1):", ""]
     for path in sorted(results.glob("*.json")):
         report = json.loads(path.read_text("utf-8"))
-        for r in report.get("runs", []):
+        for r in report.get("runs", []) if "benchmark" in report else []:
             name = f"{report['benchmark']} {r['strategy']} (s{r['seed']})"
             lines.append(f"- {name}: ![{name}](results/{r['heatmap']})")
     replace_block(readme, START, END, lines)

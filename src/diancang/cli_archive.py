@@ -36,7 +36,7 @@ def register(app: typer.Typer, user_errors: Any) -> None:
     @user_errors
     def demo(
         archive: ARCHIVE = DEFAULT_ARCHIVE,
-        epochs: Annotated[int, typer.Option(help="Epochs of the first version.")] = 2,
+        epochs: Annotated[int, typer.Option(help="Epochs of the first version.")] = 3,
         host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="Port.")] = 8000,
         serve: Annotated[bool, typer.Option(help="Serve after building.")] = True,

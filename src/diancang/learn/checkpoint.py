@@ -28,7 +28,7 @@ class Progress:
 
 
 def step_dir(output_dir: Path, step: int) -> Path:
-    """Where the model after ``step`` is saved."""
+    """The version folder of the model after ``step`` (see :mod:`diancang.learn.version`)."""
     return output_dir / "checkpoints" / f"step-{step}"
 
 
