@@ -70,7 +70,7 @@ def _train_and_register(
         states = read_record(folder).states(built, f"version {base.id}")
         read = [folder / "blobs"]
     runner = StepRunner(config, built)
-    runner.on_batch = lambda done, total, desc: note(0.1 + 0.7 * done / total, desc)
+    runner.on_batch = lambda done, total, desc: _every_tenth(note, done, total, desc)
     with archive.scratch("step") as tmp:
         blobs = Blobs(tmp / "blobs", read)
         seed_everything(config.seed + step.index)
@@ -94,6 +94,12 @@ def _train_and_register(
             gate=decision,
         )
     return StepOutcome(version, decision)
+
+
+def _every_tenth(note: Progress, done: int, total: int, desc: str) -> None:
+    """Report training progress at every tenth of the batches (training is 0.1 to 0.8)."""
+    if done == total or done % max(1, total // 10) == 0:
+        note(0.1 + 0.7 * done / total, f"training ({desc}): {done} of {total} batches")
 
 
 def _score(
