@@ -141,6 +141,36 @@ def test_bad_upload_names_its_line(archive_dir, tmp_path):
         assert r.status_code == 422 and ":2" in r.json()["detail"]
 
 
+def test_uploads_are_read_in_the_language_of_the_versions_tagger(
+    archive_dir, tmp_path, monkeypatch
+):
+    """A preset's language lives in the tagger, not in the run config's data.lang (which keeps
+    its default): the service must read an upload as the tagger reads text."""
+    import sqlite3
+
+    from fastapi import HTTPException
+
+    from diancang.service import app as service
+
+    root = fresh_copy(archive_dir, tmp_path)
+    with sqlite3.connect(root / "archive.sqlite3") as con:  # a config that says en, a zh tagger
+        (raw,) = con.execute("SELECT config FROM versions WHERE id = 1").fetchone()
+        config = json.loads(raw)
+        config["data"]["lang"] = "en"
+        con.execute("UPDATE versions SET config = ? WHERE id = 1", (json.dumps(config),))
+    seen: list[str] = []
+
+    def check(path, fmt, lang):
+        seen.append(lang)
+        raise HTTPException(422, "stop here")
+
+    monkeypatch.setattr(service, "_check_upload", check)
+    with client(root) as c:
+        r = c.post("/v1/jobs", content=upload(tmp_path, ["ORG"]).read_bytes(), headers=AUTH)
+    assert r.status_code == 422 and seen == ["zh"]
+    assert not list((root / "scratch").iterdir())  # the rejected upload's folder is gone
+
+
 def test_learn_over_http_promote_and_roll_back(archive_dir, tmp_path):
     with client(fresh_copy(archive_dir, tmp_path)) as c:
         data = upload(tmp_path, ["ORG"]).read_bytes()
