@@ -37,6 +37,7 @@ from typing import Any
 from benchmarks.run import ROOT, run_ceiling, run_one, save_result
 from benchmarks.specs import FEWSHOT, FEWSHOT_ARMS, FEWSHOT_TRAIN, merge
 from diancang.data.presets import default_data_dir
+from diancang.learn.version import run_states
 
 LABEL = "cluener-fewshot"
 
@@ -120,7 +121,7 @@ def synthesis_cost(run_dir: Path) -> dict[str, float] | None:
     seconds = progress["seconds"]
     made = [0.0] * len(seconds)
     inside = [0.0] * len(seconds)
-    for state in progress.get("states", {}).values():
+    for state in run_states(run_dir).values():
         for h in state.get("history", []):
             step = h.get("step", 0)
             hook = h.get("generate_seconds", 0.0) + h.get("seconds", 0.0)

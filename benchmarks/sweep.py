@@ -24,6 +24,7 @@ import yaml
 from benchmarks.run import ROOT, benchmark_config, run_one, save_result
 from benchmarks.specs import BENCHMARKS
 from diancang.config import set_dotted
+from diancang.learn.version import run_states
 
 
 def sweep_table(report: dict[str, Any]) -> list[str]:
@@ -98,8 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             label, cfg, "+".join(names), args.seed, args.work / label / raw, args.restart
         )
         run_dir = Path(record.pop("heatmap_src")).parent
-        progress = json.loads((run_dir / "progress.json").read_text("utf-8"))
-        state = progress.get("states", {}).get(args.strategy, {})
+        state = run_states(run_dir).get(args.strategy, {})
         rows.append({"value": value, **record, "relabelled": state.get("relabelled", [])})
     argv_used = argv if argv is not None else sys.argv[1:]
     report = {

@@ -200,14 +200,21 @@ def test_synthesis_cost_charges_each_step_its_language_model_and_generation(tmp_
         {"step": 1, "generate_seconds": 4.0, "lm_seconds": 1.0},
         {"step": 2, "generate_seconds": 6.0, "lm_seconds": 1.0},  # the last LM serves no step
     ]
-    progress = {"seconds": [300.0, 44.0, 66.0], "states": {"lm": {"history": history}}}
+    progress = {"seconds": [300.0, 44.0, 66.0], "finished": 3}
     (tmp_path / "progress.json").write_text(json.dumps(progress), "utf-8")
+    last = tmp_path / "checkpoints" / "step-2"
+    last.mkdir(parents=True)
+    record = {
+        "step": 2,
+        "strategies": [{"name": "lm", "id": "lm@1", "state": {"history": history}}],
+    }
+    (last / "strategies.json").write_text(json.dumps(record), "utf-8")
     cost = synthesis_cost(tmp_path)
     assert cost is not None
     assert cost["synthetic_seconds"] == 61.0  # 50 + 4 + 1 + 6
     assert cost["train_seconds"] == 100.0  # 40 + 60: the generation inside the hook taken out
     assert cost["worst"] == 54.0 / 40.0
-    (tmp_path / "progress.json").write_text(json.dumps({"seconds": [3.0, 1.0]}), "utf-8")
+    (tmp_path / "progress.json").write_text(json.dumps({"seconds": [3.0, 1.0], "finished": 0}))
     assert synthesis_cost(tmp_path) is None
 
 

@@ -123,11 +123,11 @@ class TestStrategyContract:
         record = read_record(checkout)
         assert record.step == 2 and record.strategies[name]["id"] == inner.id
         states = record.states([inner], checkout)
-        saved = learner.progress.states.get(name)
+        saved = learner.states[name]
         if inner.State is None:
             assert states == {name: None} and saved is None
             return
-        assert states[name].model_dump(mode="json") == saved
+        assert states[name] == saved
         for digest in states[name].blobs():  # every blob it refers to came with the version
             assert (checkout / "blobs" / digest).is_file()
         tokens = [s.tokens for s in stream.steps[-1].test]
@@ -164,11 +164,11 @@ def test_compositions_run_and_carry_their_state(tmp_path):
     learner, _ = tiny_run(tmp_path / "a", ["relabel_o", "distill", "ema"], strategy_params=params)
     learner.run()
     assert learner.progress is not None
-    relabelled = learner.progress.states["relabel_o"]["relabelled"]
+    relabelled = learner.states["relabel_o"].relabelled
     assert len(relabelled) == 3 and relabelled[0] == 0  # nothing to relabel at the first step
     params = {"exemplars": {"classifier": "nme"}}
     learner, _ = tiny_run(tmp_path / "b", ["exemplars", "bic"], dev=True, strategy_params=params)
     learner.run()
     assert learner.progress is not None
-    held_out = learner.progress.states["bic"]["held_out"]
-    assert {sp[2] for s in held_out for sp in s["spans"]} == {"LOC", "PER", "ORG"}
+    held_out = learner.states["bic"].held_out
+    assert {label for s in held_out for _, _, label in s.spans} == {"LOC", "PER", "ORG"}

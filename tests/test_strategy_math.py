@@ -103,7 +103,7 @@ def test_exemplar_memory_is_bounded_and_replayed(tmp_path):
     learner, stream = tiny_run(tmp_path, ["exemplars"], epochs=1)
     learner.strategies[0].params.per_type = 2
     learner.run()
-    memory = [StoredSentence(**m) for m in learner.progress.states["exemplars"]["memory"]]
+    memory = learner.states["exemplars"].memory
     n_types = len(stream.order)
     assert len(memory) <= 2 * n_types + 5 * len(stream.steps)
     stepped = [(s.tokens, s.spans) for st in stream.steps for s in st.train]

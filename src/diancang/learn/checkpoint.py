@@ -13,11 +13,11 @@ from diancang.errors import ConfigError
 
 @dataclass
 class Progress:
-    """What is finished: results per step and each strategy's carried state."""
+    """What is finished: results, training seconds and sentences, dev scores, memory and
+    commit per step (the model and the strategies' states are in the step's version folder)."""
 
     finished: int = 0
     results: list[dict[str, Any]] = field(default_factory=list)
-    states: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: list[float] = field(default_factory=list)
     sentences: list[int] = field(default_factory=list)
     epochs: list[list[dict[str, Any]]] = field(default_factory=list)
@@ -46,7 +46,9 @@ def load_progress(output_dir: Path, config: dict[str, Any]) -> Progress:
     path = output_dir / "progress.json"
     if not path.is_file():
         return Progress(config=config)
-    progress = Progress(**json.loads(path.read_text("utf-8")))
+    raw = json.loads(path.read_text("utf-8"))
+    raw.pop("states", None)  # kept there by runs saved before version folders held them
+    progress = Progress(**raw)
     ignore = {"output_dir", "name"}
     saved = progress.config
     try:  # settings added since the run was saved take their defaults on both sides

@@ -59,6 +59,8 @@ class Learner(StepRunner):
                 self.assignment[i] = step
         self.out = Path(config.output_dir)
         self.model: Tagger | None = None
+        #: Each strategy's state after the last step run (what the last version folder holds).
+        self.states: dict[str, StrategyState | None] = {}
         self.progress: Progress | None = None
 
     def _first_step_model(self, step: Step) -> Tagger | None:
@@ -119,9 +121,6 @@ class Learner(StepRunner):
                 progress.epochs.append(result.epochs)
                 progress.peak_mb.append(peak_memory_mb())
                 progress.commits.append(git_commit())
-                progress.states = {
-                    k: v.model_dump(mode="json") for k, v in states.items() if v is not None
-                }
                 progress.finished = step.index + 1
                 folder = step_dir(self.out, step.index)
                 save_version(folder, model, cfg_dict, step.index, self.strategies, states, blobs)
@@ -139,6 +138,7 @@ class Learner(StepRunner):
         if self.is_main:
             shutil.rmtree(self.out / "work", ignore_errors=True)
         self.model = model
+        self.states = states
         self.progress = progress
         return self.matrix(progress)
 

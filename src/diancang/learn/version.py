@@ -89,6 +89,17 @@ def save_version(
     (d / STATE_FILE).write_text(json.dumps(record, ensure_ascii=False, indent=1), "utf-8")
 
 
+def run_states(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The strategies' raw states in a run's last finished step (``{}`` before any), by name:
+    what a report reads (e.g. relabel counts, synthesis costs)."""
+    progress = Path(run_dir) / "progress.json"
+    finished = json.loads(progress.read_text("utf-8"))["finished"] if progress.is_file() else 0
+    if not finished:
+        return {}
+    folder = Path(run_dir) / "checkpoints" / f"step-{finished - 1}"
+    return {k: e["state"] for k, e in read_record(folder).strategies.items() if e.get("state")}
+
+
 def read_record(folder: str | Path) -> VersionRecord:
     """The ``strategies.json`` of a version folder (an empty record for a bare model folder,
     e.g. one saved by ``Tagger.save_pretrained`` alone)."""

@@ -2,10 +2,10 @@
 
 At the end of each step, for every new type, the ``per_type`` sentences of that step whose
 entity features best track the type's mean feature (herding) are stored, plus ``all_o`` sentences
-with no entity of the step's types (the step's own data is all it sees, as in ``learn``). Later steps train on their own data plus the memory; a stored sentence keeps the
-labels it had in its own step. The memory is the strategy's carried state (the sentences
-themselves), saved with every version and bounded by ``per_type x types + all_o x steps``
-sentences.
+with no entity of the step's types (the step's own data is all it sees, as in ``learn``).
+Later steps train on their own data plus the memory; a stored sentence keeps the labels it had
+in its own step. The memory is the strategy's carried state (the sentences themselves), saved
+with every version and bounded by ``per_type x types + all_o x steps`` sentences.
 
 With ``classifier: nme`` the head is replaced after each step by a nearest-mean-of-exemplars
 classifier: label ``c``'s row becomes the normalised mean of the normalised features of the
