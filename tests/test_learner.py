@@ -127,3 +127,22 @@ def test_progress_records_peak_memory_and_commit_while_training(tmp_path):
     progress = json.loads((tmp_path / "run" / "progress.json").read_text())
     assert len(progress["peak_mb"]) == len(progress["commits"]) == 3
     assert all(mb > 0 for mb in progress["peak_mb"]) and all(progress["commits"])
+
+
+def test_patience_stops_a_step_and_keeps_its_best_epoch(tmp_path):
+    from diancang.learn.evaluate import evaluate
+
+    learner, stream = tiny_run(
+        tmp_path, ["finetune"], epochs=30, dev=True, train_extra={"patience": 2}
+    )
+    learner.config.stream.max_steps = 1
+    learner.run()
+    scores = learner.progress.epochs[0]
+    macros = [e["dev_macro"] for e in scores]
+    best = max(macros)
+    assert len(macros) < 30  # stopped early
+    # The first best epoch is followed by exactly two that do not beat it, then the step stops.
+    assert macros.index(best) == len(macros) - 3
+    step = stream.steps[0]
+    kept = evaluate(learner.model, step.dev, step.new_types).macro_f1
+    assert kept == best  # the best epoch's weights, not the last epoch's

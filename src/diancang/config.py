@@ -118,7 +118,14 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     """Optimisation, the same for every step."""
 
-    epochs: int = Field(3, ge=1, description="Epochs per step.")
+    epochs: int = Field(3, ge=1, description="Epochs per step (the most, with `patience`).")
+    patience: int | None = Field(
+        None,
+        ge=1,
+        description="Converged steps: stop a step once its dev F1 (macro over its own types) "
+        "has not improved for this many epochs, and keep the best epoch's weights; `epochs` "
+        "is then the maximum. Null: train exactly `epochs`. Needs dev data in every step.",
+    )
     batch_size: int = Field(16, ge=1, description="Training batch size (sentences).")
     eval_batch_size: int = Field(64, ge=1, description="Evaluation batch size.")
     lr: float = Field(5e-5, gt=0, description="Learning rate of the encoder.")

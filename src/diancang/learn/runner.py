@@ -61,6 +61,33 @@ def _linear_warmup(total: int, warmup: float) -> Callable[[int], float]:
     return factor
 
 
+class Best:
+    """Early stopping: the best dev F1 so far and its weights (on the CPU); with ``patience``
+    None it only watches."""
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience = patience
+        self.f1 = -1.0
+        self.since = 0
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    def update(self, f1: float, model: Tagger) -> bool:
+        """Record an epoch's dev F1; True when training should stop."""
+        if self.patience is None:
+            return False
+        if f1 > self.f1:
+            self.f1, self.since = f1, 0
+            self.weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            self.since += 1
+        return self.since >= self.patience
+
+    def restore(self, model: Tagger) -> None:
+        """Load the best epoch's weights (nothing without patience or a scored epoch)."""
+        if self.weights is not None:
+            model.load_state_dict(self.weights)
+
+
 @dataclass
 class StepResult:
     """What one step produced: the trained model, each strategy's state to carry, training
@@ -144,10 +171,11 @@ class StepRunner:
         head_lr: float,
         desc: str,
         after_update: Callable[[], None] | None = None,
-        after_epoch: Callable[[int], None] | None = None,
+        after_epoch: Callable[[int], bool] | None = None,
     ) -> None:
         """The training loop every phase uses: AdamW (encoder and head learning rates), linear
-        warm-up and decay, gradient clipping, ``accelerate`` and a progress bar."""
+        warm-up and decay, gradient clipping, ``accelerate`` and a progress bar.
+        ``after_epoch(epoch)`` returning True stops the loop (early stopping)."""
         from tqdm.auto import tqdm
 
         acc = self.accelerator
@@ -175,8 +203,10 @@ class StepRunner:
                 if self.on_batch is not None:
                     self.on_batch(done, total, desc)
             if after_epoch is not None:
-                after_epoch(epoch)
+                stop = after_epoch(epoch)
                 wrapped.train()
+                if stop:
+                    break
         bar.close()
 
     # ----------------------------------------------------------------------------- one step
@@ -239,15 +269,20 @@ class StepRunner:
         loader = self.loader(ctx.model, data, self.config.seed + ctx.step.index)
         self.epoch_scores = []
         eval_seconds = [0.0]
+        best = Best(tc.patience)
 
         def after_update() -> None:
             for strat, c in pairs:
                 strat.after_update(c)
 
-        def after_epoch(epoch: int) -> None:
-            if tc.eval_each_epoch and self.is_main and ctx.step.dev:
-                elapsed = time.perf_counter() - start - eval_seconds[0]
-                eval_seconds[0] += self._epoch_eval(ctx, epoch, elapsed)
+        def after_epoch(epoch: int) -> bool:
+            # With patience every process scores dev itself, so all stop at the same epoch.
+            if not ctx.step.dev or not (tc.patience or (tc.eval_each_epoch and self.is_main)):
+                return False
+            elapsed = time.perf_counter() - start - eval_seconds[0]
+            seconds, macro = self._epoch_eval(ctx, epoch, elapsed)
+            eval_seconds[0] += seconds
+            return best.update(macro, ctx.model)
 
         self.fit(
             ctx.model,
@@ -260,6 +295,7 @@ class StepRunner:
             after_update=after_update,
             after_epoch=after_epoch,
         )
+        best.restore(ctx.model)
         for strat, c in pairs:
             weights = strat.final_weights(c)
             if weights is not None:
@@ -287,9 +323,9 @@ class StepRunner:
                 loss = loss + value
         return loss
 
-    def _epoch_eval(self, ctx: StepContext, epoch: int, elapsed: float) -> float:
+    def _epoch_eval(self, ctx: StepContext, epoch: int, elapsed: float) -> tuple[float, float]:
         """Score the step's dev set after an epoch (kept in ``epoch_scores``); returns the
-        seconds it took, which are not training time."""
+        seconds it took, which are not training time, and the dev macro F1."""
         began = time.perf_counter()
         tc = self.config.train
         scores = evaluate(ctx.model, ctx.step.dev, ctx.step.new_types, tc.eval_batch_size)
@@ -308,4 +344,4 @@ class StepRunner:
             100 * scores.f1,
             100 * scores.macro_f1,
         )
-        return time.perf_counter() - began
+        return time.perf_counter() - began, scores.macro_f1
