@@ -29,9 +29,9 @@ def loss_calls(tmp_path, names, base_folder, monkeypatch) -> list[list[tuple]]:
     original_loss = Tagger.loss
     original_batch = StepRunner.batch_loss
 
-    def batch_loss(self, pairs, model, inputs):
+    def batch_loss(self, pairs, model, inputs, *rest):
         batches.append([])
-        return original_batch(self, pairs, model, inputs)
+        return original_batch(self, pairs, model, inputs, *rest)
 
     def loss(self, out, labels, word_mask, weights=None):
         if batches:
@@ -99,3 +99,31 @@ def test_cpfd_with_a_crf_trains_the_transitions(tmp_path):
     runner.batch_loss([(cpfd, ctx)], model, batch).backward()
     grad = model.crf.transitions.grad
     assert grad is not None and float(grad.abs().sum()) > 0
+
+
+def test_the_teacher_runs_once_per_sentence_and_step(tmp_path):
+    from diancang.learn.teacher import TeacherCache
+    from tests.test_tagger import make_tagger
+    from tests.toy import toy_sentences
+
+    data = [s.keep_types(["LOC", "PER"]) for s in toy_sentences(20)]
+    teacher = make_tagger(data, ["LOC", "PER"]).eval()
+    learner, _ = tiny_run(tmp_path, ["cpfd"])
+    cache = TeacherCache(teacher, hidden=True, max_bytes=1 << 30)
+    loader = learner.loader(teacher, data, seed=0, batch_size=6)
+    first = [(batch, cache(batch)) for batch in loader]
+    assert cache.live == len(first) and len(cache.rows) == len(data)
+    for batch in loader:  # another epoch, other batches: assembled from the kept rows
+        kept = cache(batch)
+        with torch.no_grad():
+            live = teacher(**batch, output_hidden_states=True)
+        words, tokens = batch["word_mask"], batch["attention_mask"].bool()
+        assert torch.allclose(kept.logits[words], live.logits[words], atol=1e-5)
+        assert torch.allclose(kept.features[words], live.features[words], atol=1e-5)
+        for a, b in zip(kept.hidden_states, live.hidden_states, strict=True):
+            assert torch.allclose(a[tokens], b[tokens], atol=1e-5)
+    assert cache.live == len(first)  # no forward pass in the second epoch
+    small = TeacherCache(teacher, hidden=False, max_bytes=1)
+    batch = next(iter(loader))
+    small(batch), small(batch)
+    assert small.live == 2 and not small.rows  # over its budget it keeps nothing

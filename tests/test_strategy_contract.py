@@ -146,7 +146,7 @@ class TestStrategyContract:
 def test_the_hooks_check_fails_when_the_runner_skips_a_hook(tmp_path, monkeypatch):
     """The contract's "hooks reached" check can fail: a runner that forgets loss_terms."""
 
-    def without_loss_terms(self, pairs, model, inputs):
+    def without_loss_terms(self, pairs, model, inputs, *rest):
         out = model(**inputs)
         return pairs[0][1].model.loss(out, inputs["labels"], inputs["word_mask"])
 

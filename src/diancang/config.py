@@ -141,6 +141,12 @@ class TrainConfig(_Section):
         "is scored and its strategies' end-of-step hooks run, but it is not retrained (several "
         "runs can share one base step).",
     )
+    teacher_cache_mb: int = Field(
+        4096,
+        ge=0,
+        description="Keep the previous model's outputs on the step's sentences (up to this "
+        "many MB) so a teacher costs one forward pass per step, not one per epoch; 0: none.",
+    )
     eval_each_epoch: bool = Field(
         False, description="Also score the step's dev set (its own types) after every epoch."
     )

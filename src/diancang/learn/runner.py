@@ -25,8 +25,9 @@ from diancang.config import RunConfig
 from diancang.data.record import Sentence, spans_to_bio
 from diancang.learn.blobs import Blobs
 from diancang.learn.evaluate import evaluate
+from diancang.learn.teacher import TeacherCache
 from diancang.model.features import collate
-from diancang.model.tagger import Tagger
+from diancang.model.tagger import Tagger, TaggerOutput
 from diancang.strategies.base import (
     StepBatch,
     StepContext,
@@ -124,16 +125,18 @@ class StepRunner:
     def loader(
         self, model: Tagger, data: list[Sentence], seed: int, batch_size: int | None = None
     ) -> DataLoader[Any]:
-        """A shuffled loader of ``data`` encoded for ``model`` (gold labels included)."""
+        """A shuffled loader of ``data`` encoded for ``model`` (gold labels included; ``index``
+        (B,) names each row's sentence in ``data``)."""
         items = [
-            (model.encode(s.tokens), model.label_ids(spans_to_bio(len(s.tokens), s.spans)))
-            for s in data
+            (model.encode(s.tokens), model.label_ids(spans_to_bio(len(s.tokens), s.spans)), i)
+            for i, s in enumerate(data)
             if s.tokens
         ]
         pad = model.token_encoder.pad_id
 
         def collate_fn(rows: list[Any]) -> dict[str, torch.Tensor]:
-            return collate([r[0] for r in rows], [r[1] for r in rows], pad)
+            batch = collate([r[0] for r in rows], [r[1] for r in rows], pad)
+            return {**batch, "index": torch.tensor([r[2] for r in rows])}  # sentence in data
 
         gen = torch.Generator()
         gen.manual_seed(seed)
@@ -284,10 +287,14 @@ class StepRunner:
             eval_seconds[0] += seconds
             return best.update(macro, ctx.model)
 
+        teacher = None
+        if ctx.previous is not None:
+            hidden = any(strat.needs_hidden_states for strat, _ in pairs)
+            teacher = TeacherCache(ctx.previous, hidden, tc.teacher_cache_mb * 2**20)
         self.fit(
             ctx.model,
             loader,
-            lambda model, batch: self.batch_loss(pairs, model, batch),
+            lambda model, batch: self.batch_loss(pairs, model, batch, teacher),
             epochs=tc.epochs,
             lr=tc.lr,
             head_lr=tc.head_lr,
@@ -306,14 +313,21 @@ class StepRunner:
         return seconds, len(loader.dataset) * tc.epochs  # type: ignore[arg-type]
 
     def batch_loss(
-        self, pairs: list[tuple[Strategy, StepContext]], model: Any, inputs: dict[str, torch.Tensor]
+        self,
+        pairs: list[tuple[Strategy, StepContext]],
+        model: Any,
+        inputs: dict[str, torch.Tensor],
+        teacher: Callable[[dict[str, torch.Tensor]], TaggerOutput] | None = None,
     ) -> torch.Tensor:
         """The base loss on the strategies' resolved target plus every strategy's extra terms
-        (a scalar). ``model`` may be the ``accelerate``-wrapped tagger."""
+        (a scalar). ``model`` may be the ``accelerate``-wrapped tagger; ``teacher`` gives the
+        previous model's output on a batch (default: computed live)."""
         hidden = any(strat.needs_hidden_states for strat, _ in pairs)
         out = model(**inputs, output_hidden_states=hidden)
-        tagger = pairs[0][1].model
-        batch = StepBatch(inputs, out, previous=pairs[0][1].previous, hidden=hidden)
+        tagger, previous = pairs[0][1].model, pairs[0][1].previous
+        if teacher is None and previous is not None:
+            teacher = TeacherCache(previous, hidden, 0)  # nothing kept: a live forward pass
+        batch = StepBatch(inputs, out, teacher)
         target = Target(inputs["labels"])
         for strat, c in pairs:
             target = strat.targets(c, batch, target)

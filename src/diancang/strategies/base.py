@@ -25,6 +25,7 @@ Hyperparameters are a pydantic ``Params`` model per strategy (unknown keys rejec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -95,22 +96,21 @@ class Target:
 class StepBatch:
     """One training batch as the hooks see it: ``inputs`` (the collated tensors, gold
     ``labels`` included), the student's output ``out``, and :attr:`teacher`, the previous
-    model's output computed at most once per batch."""
+    model's output, asked of ``teacher_fn`` at most once per batch (the step runner's
+    :class:`~diancang.learn.teacher.TeacherCache` computes it once per sentence and step)."""
 
     inputs: dict[str, torch.Tensor]
     out: TaggerOutput
-    previous: Tagger | None = None
-    hidden: bool = False
+    teacher_fn: Callable[[dict[str, torch.Tensor]], TaggerOutput] | None = None
     _teacher: TaggerOutput | None = None
 
     @property
     def teacher(self) -> TaggerOutput | None:
         """The previous model's output on this batch (None without a previous model)."""
-        if self.previous is None:
+        if self.teacher_fn is None:
             return None
         if self._teacher is None:
-            with torch.no_grad():
-                self._teacher = self.previous(**self.inputs, output_hidden_states=self.hidden)
+            self._teacher = self.teacher_fn(self.inputs)
         return self._teacher
 
 
