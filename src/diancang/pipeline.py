@@ -181,6 +181,8 @@ def throughput(progress: Progress | None) -> dict[str, Any]:
         # run that is only reloaded would otherwise report its reload, not its training).
         "peak_memory_mb": max(peaks) if peaks else None,
         "dev_per_epoch": progress.epochs if progress else [],
+        # Hidden-gold audit of what each step trained its unlabelled words as (learn.audit).
+        "supervision_audit": progress.audits if progress else [],
     }
 
 

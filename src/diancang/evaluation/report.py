@@ -82,7 +82,9 @@ def _json_safe(value: Any) -> Any:
 def render_markdown(matrix: ResultMatrix, *, title: str, meta: dict[str, Any] | None = None) -> str:
     """The Markdown summary: per-step micro/macro, step x task and step x type F1, forgetting."""
     lines = [f"# {title}", ""]
-    for key, value in (meta or {}).items():
+    meta = dict(meta or {})
+    audits = meta.pop("supervision_audit", None) or []
+    for key, value in meta.items():
         lines.append(f"- **{key}**: {value}")
     if meta:
         lines.append("")
@@ -136,6 +138,7 @@ def render_markdown(matrix: ResultMatrix, *, title: str, meta: dict[str, Any] | 
         ),
         "",
     ]
+    lines += _audit_lines(audits)
     per = matrix.forgetting_per_type()
     if per:
         intro, last = matrix.introduced_at(), matrix.n_steps - 1
@@ -158,6 +161,46 @@ def render_markdown(matrix: ResultMatrix, *, title: str, meta: dict[str, Any] | 
             "",
         ]
     return "\n".join(lines)
+
+
+def _audit_lines(audits: list[dict[str, Any] | None]) -> list[str]:
+    """The supervision audit per step (see ``diancang.learn.audit``) as a table."""
+    rows = [
+        [
+            str(k + 1),
+            str(a["unlabelled_words"]),
+            str(a["hidden_old_entity_words"]),
+            str(a["pseudo_labelled_words"]),
+            _pct(a["precision"]),
+            _pct(a["recall"]),
+            str(a["left_out"]),
+        ]
+        for k, a in enumerate(audits)
+        if a
+    ]
+    if not rows:
+        return []
+    return [
+        "## What each step trained its unlabelled words as (hidden gold, measurement only)",
+        "",
+        "Words the step's data leaves `O`; pseudo-labelled: trained as an old type (relabelled "
+        "or pseudo-labelled); precision and recall of those against the hidden gold old "
+        "types, in percent; left out: not in the base loss.",
+        "",
+        *_table(
+            [
+                "step",
+                "unlabelled words",
+                "hidden old-type words",
+                "pseudo-labelled",
+                "precision",
+                "recall",
+                "left out",
+            ],
+            rows,
+        ),
+        "",
+    ]
 
 
 @functools.lru_cache(maxsize=1)

@@ -24,6 +24,8 @@ class Progress:
     #: Per step: the process's peak memory (MB) and the git commit of the code, when trained.
     peak_mb: list[float] = field(default_factory=list)
     commits: list[str] = field(default_factory=list)
+    #: Per step: the supervision audit of its unlabelled words (None: first step, or none).
+    audits: list[dict[str, Any] | None] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
 
 

@@ -100,6 +100,7 @@ class Learner(StepRunner):
             fresh = model is None
             if model is None:
                 model = base or self.make_model(step.new_types)
+            own = self.stream.assignment["train"][step.index]  # hidden gold: measurement only
             result = self.run_step(
                 step,
                 model,
@@ -109,6 +110,7 @@ class Learner(StepRunner):
                 pool=self.pool,
                 assignment=self.assignment,
                 train=base is None,
+                hidden=[self.pool[i].keep_types(step.seen_types) for i in own],
             )
             model, states = result.model, result.states
             if self.is_main:
@@ -119,6 +121,7 @@ class Learner(StepRunner):
                 progress.seconds.append(result.seconds)
                 progress.sentences.append(result.sentences)
                 progress.epochs.append(result.epochs)
+                progress.audits.append(result.audit)
                 progress.peak_mb.append(peak_memory_mb())
                 progress.commits.append(git_commit())
                 progress.finished = step.index + 1

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from diancang.config import RunConfig
 from diancang.data.record import Sentence, spans_to_bio
+from diancang.learn.audit import SupervisionAudit
 from diancang.learn.blobs import Blobs
 from diancang.learn.evaluate import evaluate
 from diancang.learn.teacher import TeacherCache
@@ -99,6 +100,8 @@ class StepResult:
     seconds: float = 0.0
     sentences: int = 0
     epochs: list[dict[str, Any]] = field(default_factory=list)
+    #: With the hidden gold (benchmarks): what the supervision made of unlabelled words.
+    audit: dict[str, Any] | None = None
 
 
 class StepRunner:
@@ -224,12 +227,15 @@ class StepRunner:
         pool: list[Sentence] | None = None,
         assignment: list[int] | None = None,
         train: bool = True,
+        hidden: list[Sentence] | None = None,
     ) -> StepResult:
         """Run ``step`` from ``model``: a ``fresh`` model (built for the step's types) trains
         alone; any other is copied as the teacher and grows the step's types. ``states`` are
         the strategies' carried states (None: start empty). ``pool``/``assignment`` (default:
         the step's own data) are read by ``joint`` only. ``train=False`` loads a step trained
-        elsewhere: the strategies' end-of-step hooks still run."""
+        elsewhere: the strategies' end-of-step hooks still run. ``hidden`` (benchmarks only):
+        the step's sentences with every seen type, to audit the supervision of the words the
+        step leaves unlabelled (:mod:`diancang.learn.audit`); never shown to a strategy."""
         previous = None
         if not fresh:
             if any(s.needs_previous for s in self.strategies):
@@ -254,11 +260,17 @@ class StepRunner:
             )
             ctx.work = s.begin_step(ctx)
             ctxs.append(ctx)
-        seconds, n_sentences = self.train_step(ctxs) if train else (0.0, 0)
+        audit = None
+        if hidden is not None and not fresh and train:
+            audit = SupervisionAudit(step.train, hidden, model.labels)
+        seconds, n_sentences = self.train_step(ctxs, audit) if train else (0.0, 0)
         carried = {s.name: s.end_step(c) for s, c in zip(self.strategies, ctxs, strict=True)}
-        return StepResult(model, carried, seconds, n_sentences, list(self.epoch_scores))
+        summary = None if audit is None else audit.summary()
+        return StepResult(model, carried, seconds, n_sentences, list(self.epoch_scores), summary)
 
-    def train_step(self, ctxs: list[StepContext]) -> tuple[float, int]:
+    def train_step(
+        self, ctxs: list[StepContext], audit: SupervisionAudit | None = None
+    ) -> tuple[float, int]:
         """Train the step's model through the strategies' hooks (``ctxs[i]`` is strategy
         ``i``'s context). Returns the training seconds and the sentences trained on (all
         epochs); dev scoring after epochs is not counted."""
@@ -294,7 +306,7 @@ class StepRunner:
         self.fit(
             ctx.model,
             loader,
-            lambda model, batch: self.batch_loss(pairs, model, batch, teacher),
+            lambda model, batch: self.batch_loss(pairs, model, batch, teacher, audit),
             epochs=tc.epochs,
             lr=tc.lr,
             head_lr=tc.head_lr,
@@ -318,6 +330,7 @@ class StepRunner:
         model: Any,
         inputs: dict[str, torch.Tensor],
         teacher: Callable[[dict[str, torch.Tensor]], TaggerOutput] | None = None,
+        audit: SupervisionAudit | None = None,
     ) -> torch.Tensor:
         """The base loss on the strategies' resolved target plus every strategy's extra terms
         (a scalar). ``model`` may be the ``accelerate``-wrapped tagger; ``teacher`` gives the
@@ -331,6 +344,8 @@ class StepRunner:
         target = Target(inputs["labels"])
         for strat, c in pairs:
             target = strat.targets(c, batch, target)
+        if audit is not None:
+            audit.observe(inputs, target)
         loss = tagger.loss(out, target.labels, inputs["word_mask"], target.weights)
         for strat, c in pairs:
             for value in strat.loss_terms(c, batch, target).values():
