@@ -16,6 +16,7 @@ def test_audit_by_hand():
     hidden = Sentence(list("张三在北京"), [Span(0, 2, "PER"), Span(3, 5, "LOC")])
     given = hidden.keep_types(["PER"])  # the step learns PER: 北京 reads O
     audit = SupervisionAudit([given], [hidden], LABELS)
+    audit.align([given, given], [given])  # position 1: a replayed copy, not a step sentence
     inputs = {"index": torch.tensor([0, 1]), "word_mask": torch.ones(2, 5, dtype=torch.bool)}
     # 北 right, 京 missed (O), 在 wrongly LOC; row 1 is a replayed sentence: not counted.
     target = Target(torch.tensor([[3, 4, 1, 1, 0], [1, 2, 0, 0, 0]]))
@@ -26,6 +27,7 @@ def test_audit_by_hand():
     assert s["pseudo_labelled_words"] == 2 and s["precision"] == 0.5 and s["recall"] == 0.5
     assert s["confusion"] == {"LOC": {"LOC": 1, "O": 1}, "O": {"LOC": 1}}
     audit = SupervisionAudit([given], [hidden], LABELS)
+    audit.align([given], [given])
     audit.observe(inputs, Target(torch.full((2, 5), -100)))
     assert audit.summary()["left_out"] == 3 and audit.summary()["confusion"] == {
         LEFT_OUT: {"LOC": 2, "O": 1}

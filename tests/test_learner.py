@@ -26,11 +26,11 @@ def test_killed_run_resumes_from_last_finished_step(tmp_path, monkeypatch):
     original = type(learner).train_step
     trained: list[int] = []
 
-    def dies_at_step_2(self, ctxs):
+    def dies_at_step_2(self, ctxs, *rest):
         if ctxs[0].step.index == 2:
             raise KeyboardInterrupt("killed")
         trained.append(ctxs[0].step.index)
-        return original(self, ctxs)
+        return original(self, ctxs, *rest)
 
     monkeypatch.setattr(type(learner), "train_step", dies_at_step_2)
     with pytest.raises(KeyboardInterrupt):
@@ -44,7 +44,7 @@ def test_killed_run_resumes_from_last_finished_step(tmp_path, monkeypatch):
     monkeypatch.setattr(
         type(again),
         "train_step",
-        lambda self, ctxs: resumed.append(ctxs[0].step.index) or original(self, ctxs),
+        lambda self, ctxs, *rest: resumed.append(ctxs[0].step.index) or original(self, ctxs, *rest),
     )
     matrix = again.run()
     assert resumed == [2]
@@ -113,7 +113,7 @@ def test_first_step_from_shares_a_base_step_without_retraining_it(tmp_path, monk
     monkeypatch.setattr(
         type(arm),
         "train_step",
-        lambda self, ctxs: trained.append(ctxs[0].step.index) or original(self, ctxs),
+        lambda self, ctxs, *rest: trained.append(ctxs[0].step.index) or original(self, ctxs, *rest),
     )
     shared = arm.run()
     assert trained == [1, 2]  # step 0 was loaded, not trained

@@ -38,12 +38,21 @@ class SupervisionAudit:
         self.old = {_kind(lab) for lab in labels if lab != "O"}
         self.counts: Counter[tuple[str, str]] = Counter()
         self._done: set[int] = set()
+        self.positions: dict[int, int] = {}
+
+    def align(self, data: list[Sentence], given: list[Sentence]) -> None:
+        """Find the step's sentences in the training data the strategies made: position ``j``
+        is step sentence ``j`` when it holds its tokens (replay adds sentences after them, a
+        relabelling keeps them in place; ``joint`` replaces the data, and then little matches)."""
+        n = min(len(data), len(given))
+        self.positions = {j: j for j in range(n) if data[j].tokens == given[j].tokens}
 
     def observe(self, inputs: dict[str, torch.Tensor], target: Target) -> None:
         """Count one batch's unlabelled words (rows whose ``index`` is a step sentence)."""
         lengths = inputs["word_mask"].sum(1).tolist()
-        for b, i in enumerate(inputs["index"].tolist()):
-            if i >= len(self.given) or i in self._done:
+        for b, j in enumerate(inputs["index"].tolist()):
+            i = self.positions.get(j)
+            if i is None or i in self._done:
                 continue  # a replayed or synthetic sentence, or counted in an earlier epoch
             self._done.add(i)
             row = target.labels[b].tolist()

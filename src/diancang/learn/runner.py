@@ -281,6 +281,8 @@ class StepRunner:
         data = list(ctx.step.train)
         for strat, c in pairs:
             data = strat.train_data(c, data)
+        if audit is not None:
+            audit.align(data, ctx.step.train)
         loader = self.loader(ctx.model, data, self.config.seed + ctx.step.index)
         self.epoch_scores = []
         eval_seconds = [0.0]
