@@ -62,7 +62,8 @@ def main() -> None:
         "",
         f"- command: `{report['command']}`",
         f"- date: {report['date']}; git commit: {report['git_commit']}",
-        f"- machine: {report['machine']['cpu_count']} CPU cores, torch {report['machine']['torch']}",
+        f"- machine: {report['machine']['cpu_count']} CPU cores, "
+        f"torch {report['machine']['torch']}",
         f"- msra-demo, e5-small 4 layers, 600 sentences a step, {args.epochs} epochs, batch 16",
         "",
         "| arm | step 2 training s | micro F1 | macro F1 |",

@@ -63,3 +63,13 @@ def test_bad_input_is_a_clear_error():
         entity_scores(GOLD, [PRED[0], ["O"]], ["PER"])
     with pytest.raises(DiancangError, match="not IOB2"):
         entity_scores([["S-PER"]], [["O"]], ["PER"])
+
+
+def test_confusion_counts_entities_read_as_another_type():
+    from diancang.evaluation.metrics import entity_scores
+
+    gold = [["B-book", "I-book", "O", "B-game", "O", "B-book"]]
+    pred = [["B-game", "I-game", "O", "B-game", "O", "B-book"]]
+    scores = entity_scores(gold, pred, ["book", "game"])
+    assert scores.confusion == {"book": {"game": 1}}  # same boundaries, other type
+    assert entity_scores(gold, gold, ["book", "game"]).confusion == {}

@@ -37,6 +37,9 @@ class Scores:
     f1: float
     macro_f1: float
     per_type: dict[str, TypeScore] = field(default_factory=dict)
+    #: ``confusion[gold][predicted]``: gold entities predicted with exactly their boundaries
+    #: but another type (e.g. a book title read as a game).
+    confusion: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (per-type scores nested under ``per_type``)."""
@@ -100,4 +103,11 @@ def entity_scores(gold: list[list[str]], pred: list[list[str]], types: list[str]
     p, r, f = _prf(len(hit), len(pred_e), len(gold_e))
     present = [per_type[t].f1 for t in per_type if per_type[t].support > 0]
     macro = sum(present) / len(present) if present else 0.0
-    return Scores(precision=p, recall=r, f1=f, macro_f1=macro, per_type=per_type)
+    where = {(s, a, b): t for s, t, a, b in _entities(pred)}
+    confusion: dict[str, dict[str, int]] = {}
+    for s, t, a, b in sorted(gold_e - hit):
+        other = where.get((s, a, b))
+        if other is not None:
+            row = confusion.setdefault(t, {})
+            row[other] = row.get(other, 0) + 1
+    return Scores(p, r, f, macro, per_type=per_type, confusion=confusion)
