@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from diancang.evaluation.matrix import ResultMatrix
+from diancang.evaluation.report import audit_lines
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -145,6 +146,7 @@ def render_benchmark(report: dict[str, Any]) -> str:
             f"![{r['strategy']} heatmap]({r['heatmap']})",
             "",
         ]
+        out += audit_lines(r["meta"].get("supervision_audit") or [])
         for k, epochs in enumerate(r["meta"].get("dev_per_epoch") or []):
             if epochs:
                 out += [

@@ -138,7 +138,7 @@ def render_markdown(matrix: ResultMatrix, *, title: str, meta: dict[str, Any] | 
         ),
         "",
     ]
-    lines += _audit_lines(audits)
+    lines += audit_lines(audits)
     per = matrix.forgetting_per_type()
     if per:
         intro, last = matrix.introduced_at(), matrix.n_steps - 1
@@ -163,7 +163,7 @@ def render_markdown(matrix: ResultMatrix, *, title: str, meta: dict[str, Any] | 
     return "\n".join(lines)
 
 
-def _audit_lines(audits: list[dict[str, Any] | None]) -> list[str]:
+def audit_lines(audits: list[dict[str, Any] | None]) -> list[str]:
     """The supervision audit per step (see ``diancang.learn.audit``) as a table."""
     rows = [
         [
