@@ -93,6 +93,31 @@ def task_table(matrix: ResultMatrix) -> list[str]:
     return lines
 
 
+def type_table(matrix: ResultMatrix, joint: ResultMatrix | None) -> list[str]:
+    """Per type: F1 right after its step (learning) and final (forgetting), each beside the
+    joint model's at the same step (percent); ``kept`` = final / right after, flagged when a
+    type that reached 50 keeps less than 0.8 of it."""
+    intro, last = matrix.introduced_at(), matrix.n_steps - 1
+    lines = [
+        "| type | step | right after its step | joint then | final | joint final | kept |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t, k in intro.items():
+        if k > last:
+            continue
+        after, final = matrix.per_type[k].get(t), matrix.per_type[last].get(t)
+        j_after = joint.per_type[k].get(t) if joint and k < joint.n_steps else None
+        j_final = joint.per_type[last].get(t) if joint and last < joint.n_steps else None
+        kept = "–"
+        if after and final is not None:
+            kept = f"{final / after:.2f}" + (
+                " (< 0.8)" if after >= 0.5 and final < 0.8 * after else ""
+            )
+        cells = [t, str(k + 1), _pct(after), _pct(j_after), _pct(final), _pct(j_final), kept]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def _joint_note(report: dict[str, Any]) -> list[str]:
     if not any(r["meta"].get("joint_trained_once") for r in report["runs"]):
         return []
@@ -130,6 +155,11 @@ def render_benchmark(report: dict[str, Any]) -> str:
         *comparison_table(report),
         "",
     ]
+    joints = {
+        r["seed"]: ResultMatrix.from_dict(r["matrix"])
+        for r in report["runs"]
+        if r["strategy"] == "joint"
+    }
     for r in report["runs"]:
         matrix = ResultMatrix.from_dict(r["matrix"])
         out += [
@@ -146,6 +176,14 @@ def render_benchmark(report: dict[str, Any]) -> str:
             f"![{r['strategy']} heatmap]({r['heatmap']})",
             "",
         ]
+        if r["strategy"] != "joint":
+            out += [
+                "Per type: learning (F1 right after its step) and forgetting (final), beside "
+                "joint:",
+                "",
+                *type_table(matrix, joints.get(r["seed"])),
+                "",
+            ]
         out += audit_lines(r["meta"].get("supervision_audit") or [])
         for k, epochs in enumerate(r["meta"].get("dev_per_epoch") or []):
             if epochs:

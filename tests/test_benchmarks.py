@@ -238,3 +238,25 @@ def test_fewshot_rows_over_draws_are_means_with_the_final_sd():
     assert m["cost"]["worst"] == 2.0  # the draw with the worst step
     assert final_cell(m) == "25.0 ± 5.0"
     assert final_cell(mean_row([row(0.2, None)])) == "20.0"
+
+
+def test_type_table_sets_learning_and_forgetting_beside_joint():
+    from benchmarks.summarize import type_table
+    from diancang.evaluation.matrix import ResultMatrix
+
+    method = ResultMatrix(
+        step_types=[["A"], ["B"]],
+        per_type=[{"A": 0.9}, {"A": 0.5, "B": 0.6}],
+        micro=[0.9, 0.55],
+        macro=[0.9, 0.55],
+    )
+    joint = ResultMatrix(
+        step_types=[["A"], ["B"]],
+        per_type=[{"A": 0.95}, {"A": 0.94, "B": 0.8}],
+        micro=[0.95, 0.9],
+        macro=[0.95, 0.87],
+    )
+    lines = type_table(method, joint)
+    assert lines[2] == "| A | 1 | 90.0 | 95.0 | 50.0 | 94.0 | 0.56 (< 0.8) |"
+    assert lines[3] == "| B | 2 | 60.0 | 80.0 | 60.0 | 80.0 | 1.00 |"
+    assert type_table(method, None)[2] == "| A | 1 | 90.0 | – | 50.0 | – | 0.56 (< 0.8) |"
