@@ -24,9 +24,21 @@ from diancang.provenance import git_commit
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--work", type=Path, default=ROOT / "runs" / "main-job", help="run folder")
+    p.add_argument("--work", type=Path, default=None, help="run folder (runs/main-job[-TAG])")
+    p.add_argument("--set", action="append", default=[], help="dotted override (repeatable)")
+    p.add_argument("--tag", default="", help="suffix of the result name (with --set)")
     args = p.parse_args()
-    command = [sys.executable, "-m", "diancang.cli", "run", "--restart", f"output_dir={args.work}"]
+    label = "main-job" + (f"-{args.tag}" if args.tag else "")
+    work = args.work or ROOT / "runs" / label
+    command = [
+        sys.executable,
+        "-m",
+        "diancang.cli",
+        "run",
+        "--restart",
+        f"output_dir={work}",
+        *args.set,
+    ]
     began = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - began
@@ -34,11 +46,12 @@ def main() -> None:
         raise SystemExit(f"the main job failed:\n{done.stderr[-3000:]}")
     arms = {}
     for name in ("cpfd", "finetune"):
-        matrix, _ = load_results(args.work / name / "results.json")
+        matrix, _ = load_results(work / name / "results.json")
         arms[name] = matrix
     table = render_side_by_side(arms)
+    sets = "".join(f" --set {s}" for s in args.set) + (f" --tag {args.tag}" if args.tag else "")
     report = {
-        "command": "python -m benchmarks.main_job",
+        "command": "python -m benchmarks.main_job" + sets,
         "runs": shlex.join(["diancang", *command[3:]]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
@@ -60,7 +73,7 @@ def main() -> None:
         "F1 in percent, strict entity level, on the test set of all types seen so far.\n\n"
         f"{table}"
     )
-    save_result("main-job", report, page)
+    save_result(label, report, page)
     print(page)
 
 
