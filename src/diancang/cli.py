@@ -77,8 +77,12 @@ def run(
 
     _logging(not quiet)
     extra = list(overrides or [])
-    key = str(config).split("=")[0]
-    if config is not None and "=" in str(config) and "/" not in key and not config.exists():
+    if (
+        config is not None
+        and "=" in str(config)
+        and "/" not in str(config).split("=")[0]
+        and not config.exists()
+    ):
         config, extra = None, [str(config), *extra]  # `diancang run output_dir=runs/x`
     if config is None:
         config = Path(str(files("diancang") / "resources" / "demo.yaml"))

@@ -27,10 +27,10 @@ from diancang.errors import DataError
 from diancang.learn.blobs import Blobs
 from diancang.learn.evaluate import evaluate
 from diancang.learn.runner import StepRunner, seed_everything
-from diancang.learn.version import read_record, save_version
+from diancang.learn.version import continue_from, read_record, save_version
 from diancang.model.tagger import Tagger
 from diancang.pipeline import load_data, model_factory
-from diancang.strategies.base import StrategyState, resolve
+from diancang.strategies.base import StrategyState, resolve, split_id
 from diancang.stream import Step
 
 logger = logging.getLogger("diancang.incremental")
@@ -66,9 +66,7 @@ def _train_and_register(
     states: dict[str, StrategyState | None] = {s.name: None for s in built}
     read: list[Path] = []
     if base is not None:
-        folder = archive.model_dir(base.id)
-        states = read_record(folder).states(built, f"version {base.id}")
-        read = [folder / "blobs"]
+        states, read = continue_from(archive.model_dir(base.id), built, f"version {base.id}")
     runner = StepRunner(config, built)
     runner.on_batch = lambda done, total, desc: _every_tenth(note, done, total, desc)
     with archive.scratch("step") as tmp:
@@ -183,7 +181,7 @@ def learn_step(
     raw = dict(base.config)
     overrides = dict(overrides or {})
     if "strategies" in overrides:  # the base's parameters of strategies no longer listed go
-        names = {str(n).partition("@")[0] for n in overrides["strategies"]}
+        names = {split_id(str(n))[0] for n in overrides["strategies"]}
         raw["strategy_params"] = {
             k: v for k, v in raw.get("strategy_params", {}).items() if k in names
         }

@@ -32,7 +32,7 @@ from diancang.model.encoder import (
 from diancang.model.features import TokenEncoder
 from diancang.model.tagger import Tagger, TaggerSpec
 from diancang.provenance import git_commit
-from diancang.strategies.base import resolve
+from diancang.strategies.base import resolve, split_id
 from diancang.stream import TaskStream, build_stream, check_assignment, save_stream
 
 logger = logging.getLogger("diancang")
@@ -253,7 +253,7 @@ def compare(
     start from the first run's first step (``train.first_step_from``) instead of retraining
     it. Returns the results by run name, the config's own run first."""
     root = Path(config.output_dir)
-    first = "+".join(s.partition("@")[0] for s in config.strategies)
+    first = "+".join(split_id(s)[0] for s in config.strategies)
     results = {first: run(config.model_copy(update={"output_dir": root / first}), restart, command)}
     shared = step_dir(results[first].output_dir, 0)
     for arm in arms:

@@ -22,7 +22,7 @@ from diancang.learn.blobs import Blobs
 from diancang.learn.checkpoint import Progress, load_progress, save_progress, step_dir
 from diancang.learn.evaluate import evaluate
 from diancang.learn.runner import StepRunner, seed_everything
-from diancang.learn.version import read_record, save_version
+from diancang.learn.version import continue_from, save_version
 from diancang.model.tagger import Tagger
 from diancang.provenance import git_commit, peak_memory_mb
 from diancang.strategies.base import Strategy, StrategyState
@@ -91,8 +91,8 @@ class Learner(StepRunner):
         if progress.finished > 0:
             last = step_dir(self.out, progress.finished - 1)
             model = Tagger.from_pretrained(last)
-            states = read_record(last).states(self.strategies, last)
-            blobs = Blobs(self.out / "work" / "blobs", [last / "blobs"])
+            states, read = continue_from(last, self.strategies, last)
+            blobs = Blobs(self.out / "work" / "blobs", read)
             logger.info("resuming after step %d", progress.finished)
         for step in steps[progress.finished :]:
             seed_everything(self.config.seed + step.index)

@@ -89,6 +89,14 @@ def save_version(
     (d / STATE_FILE).write_text(json.dumps(record, ensure_ascii=False, indent=1), "utf-8")
 
 
+def continue_from(
+    folder: str | Path, built: list[Strategy], where: Path | str
+) -> tuple[dict[str, StrategyState | None], list[Path]]:
+    """What a step starting from the version in ``folder`` continues: each built strategy's
+    state (see :meth:`VersionRecord.states`) and the folders its blobs are read from."""
+    return read_record(folder).states(built, where), [Path(folder) / "blobs"]
+
+
 def run_states(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     """The strategies' raw states in a run's last finished step (``{}`` before any), by name:
     what a report reads (e.g. relabel counts, synthesis costs)."""
