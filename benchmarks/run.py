@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from benchmarks.specs import BENCHMARKS, COMPARED, merge
-from benchmarks.summarize import refresh_readme, render_benchmark
+from benchmarks.summarize import fixed_sibling, refresh_readme, render_benchmark
 from diancang.config import parse_overrides, set_dotted
 from diancang.data.presets import default_data_dir
 
@@ -57,21 +57,32 @@ def save_result(label: str, report: dict[str, Any], page: str) -> None:
     (RESULTS / f"{label}.md").write_text(page, "utf-8")
 
 
-def run_one(
-    name: str, config: dict[str, Any], strategy: str, seed: int, work: Path, restart: bool
+def arm_config(
+    config: dict[str, Any], name: str, strategy: str, seed: int, out: Path
 ) -> dict[str, Any]:
-    """One ``diancang run`` in a subprocess; returns its results.json (meta, summary, matrix)."""
-    out = work / f"{strategy}-s{seed}"
+    """The run config of one arm (``a+b`` composes strategies): ``strategy_params`` given for
+    the whole benchmark apply to the arms that use their strategy."""
+    arm = strategy.split("+")
     cfg = merge(
         config,
         {
             "name": name,
             "output_dir": str(out),
             "seed": seed,
-            "strategies": strategy.split("+"),
+            "strategies": arm,
             "train": {"progress": False},
         },
     )
+    params = {k: v for k, v in cfg.pop("strategy_params", {}).items() if k in arm}
+    return {**cfg, "strategy_params": params} if params else cfg
+
+
+def run_one(
+    name: str, config: dict[str, Any], strategy: str, seed: int, work: Path, restart: bool
+) -> dict[str, Any]:
+    """One ``diancang run`` in a subprocess; returns its results.json (meta, summary, matrix)."""
+    out = work / f"{strategy}-s{seed}"
+    cfg = arm_config(config, name, strategy, seed, out)
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "benchmark-config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), "utf-8")
@@ -188,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
         target = RESULTS / f"{label}-{run['strategy']}-s{run['seed']}.png"
         target.write_bytes(Path(run.pop("heatmap_src")).read_bytes())
         run["heatmap"] = target.name
-    save_result(label, report, render_benchmark(report))
+    save_result(label, report, render_benchmark(report, fixed_sibling(RESULTS, report)))
     refresh_readme(RESULTS, ROOT / "benchmarks" / "README.md")
     print(f"wrote {RESULTS / (label + '.md')}")
 

@@ -1,4 +1,8 @@
-"""Markdown for benchmark results: one page per benchmark, one summary table in the README."""
+"""Markdown for benchmark results: one page per benchmark, one summary table in the README.
+
+``python -m benchmarks.summarize LABEL [LABEL ...]`` renders ``results/<LABEL>.md`` again from
+its JSON (after a change to the pages' layout) and refreshes the README's table.
+"""
 
 from __future__ import annotations
 
@@ -82,6 +86,92 @@ def comparison_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _std(xs: list[float]) -> float | None:
+    if len(xs) < 2:
+        return None
+    m = sum(xs) / len(xs)
+    return (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5
+
+
+def seed_table(report: dict[str, Any]) -> list[str]:
+    """Mean and sample sd over seeds per strategy (F1 in percent); empty with one seed."""
+    if len(report["seeds"]) < 2:
+        return []
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows(report):
+        by.setdefault(r["strategy"], []).append(r)
+    keys = ["final_macro", "final_micro", "avg_macro", "forgetting", "final_macro_vs_joint"]
+    lines = [
+        "Mean ± sd over seeds:",
+        "",
+        "| strategy | seeds | final macro | final micro | avg macro | forgetting "
+        "| final macro / joint |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for strategy, rs in by.items():
+        cells = [strategy, str(len(rs))]
+        for k in keys:
+            xs = [r[k] for r in rs if r.get(k) is not None]
+            mean, sd = _mean(xs), _std(xs)
+            scale, fmt = (1, ".2f") if k.endswith("joint") else (100, ".1f")
+            cell = "–" if mean is None else format(scale * mean, fmt)
+            if sd is not None:
+                cell += " ± " + format(scale * sd, fmt)
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def epochs_per_step(run: dict[str, Any]) -> list[int]:
+    """Epochs each step trained (from its dev-per-epoch log; [] when it was not logged)."""
+    return [len(e) for e in run["meta"].get("dev_per_epoch") or []]
+
+
+def budget_table(converged: dict[str, Any], fixed: dict[str, Any]) -> list[str]:
+    """Fixed budget against converged steps, strategy by strategy (seed 1 of each, or the first
+    seed): final macro F1 and its ratio to each run's own joint and to the converged joint,
+    which is the headline ratio."""
+
+    def by_strategy(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for run in report["runs"]:
+            out.setdefault(run["strategy"], run)
+        return out
+
+    conv, fix = by_strategy(converged), by_strategy(fixed)
+    ceiling = conv.get("joint")
+    top = ceiling["summary"]["final"]["macro"] if ceiling else None
+
+    def ratio(x: float, joint: dict[str, Any] | None) -> str:
+        j = joint["summary"]["final"]["macro"] if joint else None
+        return "–" if not j else f"{x / j:.2f}"
+
+    lines = [
+        f"Fixed budget ({fixed['benchmark']}, {fixed['runs'][0]['meta'].get('epochs')} epochs a "
+        f"step) against converged steps ({converged['benchmark']}): final macro F1 and its "
+        "ratio to the joint model of the same budget and to the converged joint (the headline).",
+        "",
+        "| strategy | fixed: final macro | / fixed joint | / converged joint | converged: final "
+        "macro | / converged joint | converged: epochs per step |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in [*conv, *(n for n in fix if n not in conv)]:
+        f, c = fix.get(name), conv.get(name)
+        fm = f["summary"]["final"]["macro"] if f else None
+        cm = c["summary"]["final"]["macro"] if c else None
+        cells = [
+            name,
+            _pct(fm),
+            "–" if fm is None else ratio(fm, fix.get("joint")),
+            "–" if fm is None or not top else f"{fm / top:.2f}",
+            _pct(cm),
+            "–" if cm is None or not top else f"{cm / top:.2f}",
+            ", ".join(map(str, epochs_per_step(c))) if c else "–",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def task_table(matrix: ResultMatrix) -> list[str]:
     """Step x task F1 (percent), rows after each step."""
     tasks = matrix.task_matrix()
@@ -129,8 +219,18 @@ def _joint_note(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def render_benchmark(report: dict[str, Any]) -> str:
-    """The page ``benchmarks/results/<name>.md``."""
+def _epochs(meta: dict[str, Any]) -> str:
+    if not meta.get("patience"):
+        return str(meta.get("epochs"))
+    return (
+        f"at most {meta.get('epochs')}, until dev macro F1 on the step's types has not improved "
+        f"for {meta['patience']} epochs (the best epoch's weights kept)"
+    )
+
+
+def render_benchmark(report: dict[str, Any], fixed: dict[str, Any] | None = None) -> str:
+    """The page ``benchmarks/results/<name>.md``; ``fixed``: the same benchmark's fixed-budget
+    report, set beside this converged one (:func:`budget_table`)."""
     first = report["runs"][0]["meta"] if report["runs"] else {}
     machine = first.get("machine", {})
     out = [
@@ -145,15 +245,18 @@ def render_benchmark(report: dict[str, Any]) -> str:
         f"torch {machine.get('torch')}, {machine.get('platform')}",
         f"- data: {first.get('dataset')}, training sentences per step {first.get('train_sizes')}",
         f"- protocol: {first.get('protocol')}, type order {first.get('type_order')}",
-        f"- encoder: {first.get('encoder')}; epochs per step: {first.get('epochs')}; "
+        f"- encoder: {first.get('encoder')}; epochs per step: {_epochs(first)}; "
         f"seeds: {report['seeds']}" + ("; **quick mode**" if report.get("quick") else ""),
         "",
-        "F1 in percent, strict entity level, on the test set of all types seen so far. "
+        f"F1 in percent, strict entity level, on the {first.get('scored_on') or 'test'} set of "
+        "all types seen so far. "
         "Forgetting: F1 right after a type's step minus its final F1, averaged over old types.",
         "",
         *_joint_note(report),
         *comparison_table(report),
         "",
+        *seed_table(report),
+        *(budget_table(report, fixed) if fixed else []),
     ]
     joints = {
         r["seed"]: ResultMatrix.from_dict(r["matrix"])
@@ -231,6 +334,39 @@ def refresh_readme(results: Path, readme: Path) -> None:
     replace_block(readme, START, END, lines)
 
 
+def fixed_sibling(results: Path, report: dict[str, Any]) -> dict[str, Any] | None:
+    """For a converged run (``train.patience`` set): the same benchmark's fixed-budget result
+    (``<results>/<name>[-quick].json``, the label without its tag), when it exists."""
+    from benchmarks.specs import BENCHMARKS
+
+    if not report["config"].get("train", {}).get("patience"):
+        return None
+    names = [b for b in BENCHMARKS if report["benchmark"].startswith(b)]
+    if not names:
+        return None
+    path = results / f"{max(names, key=len)}{'-quick' if report.get('quick') else ''}.json"
+    if not path.is_file():
+        return None
+    fixed: dict[str, Any] = json.loads(path.read_text("utf-8"))
+    return None if fixed["config"].get("train", {}).get("patience") else fixed
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point: re-render the named result pages."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("labels", nargs="+", help="result names (results/<LABEL>.json)")
+    args = p.parse_args(argv)
+    results = Path(__file__).resolve().parent / "results"
+    for label in args.labels:
+        report = json.loads((results / f"{label}.json").read_text("utf-8"))
+        page = render_benchmark(report, fixed_sibling(results, report))
+        (results / f"{label}.md").write_text(page, "utf-8")
+        print(f"wrote {results / (label + '.md')}")
+    refresh_readme(results, results.parent / "README.md")
+
+
 def replace_block(readme: Path, start: str, end: str, lines: list[str]) -> None:
     """Put ``lines`` between the ``start`` and ``end`` markers of ``readme`` (markers appended
     when missing, the file created when absent)."""
@@ -240,3 +376,7 @@ def replace_block(readme: Path, start: str, end: str, lines: list[str]) -> None:
     head, _, rest = text.partition(start)
     _, _, tail = rest.partition(end)
     readme.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + tail, "utf-8")
+
+
+if __name__ == "__main__":
+    main()

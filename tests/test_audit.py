@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from diancang.data.record import Sentence, Span
@@ -34,15 +35,17 @@ def test_audit_by_hand():
     }
 
 
-def test_runs_record_the_audit_of_every_step_with_a_teacher(tmp_path):
-    for name in ("distill", "cpfd"):
-        learner, _ = tiny_run(tmp_path / name, [name], epochs=15)
-        learner.run()
-        audits = learner.progress.audits
-        assert audits[0] is None and all(a is not None for a in audits[1:])
-        for a in audits[1:]:
-            assert a["unlabelled_words"] > 0 and a["hidden_old_entity_words"] > 0
-            if name == "distill":  # every unlabelled word is out of the cross-entropy
-                assert a["left_out"] == a["unlabelled_words"] and a["precision"] is None
-            else:
-                assert a["pseudo_labelled_words"] > 0 and 0.0 <= a["precision"] <= 1.0
+@pytest.mark.parametrize("name", ["distill", "cpfd", "rdp"])
+def test_runs_record_the_audit_of_every_step_with_a_teacher(tmp_path, name):
+    learner, _ = tiny_run(tmp_path / name, [name], epochs=15)
+    learner.run()
+    audits = learner.progress.audits
+    assert audits[0] is None and all(a is not None for a in audits[1:])
+    for a in audits[1:]:
+        assert a["unlabelled_words"] > 0 and a["hidden_old_entity_words"] > 0
+        if name == "distill":  # every unlabelled word is out of the cross-entropy
+            assert a["left_out"] == a["unlabelled_words"] and a["precision"] is None
+        else:
+            assert a["pseudo_labelled_words"] > 0 and 0.0 <= a["precision"] <= 1.0
+        if name == "rdp":  # every unlabelled word is trained, as O or an old type
+            assert a["left_out"] == 0

@@ -260,3 +260,49 @@ def test_type_table_sets_learning_and_forgetting_beside_joint():
     assert lines[2] == "| A | 1 | 90.0 | 95.0 | 50.0 | 94.0 | 0.56 (< 0.8) |"
     assert lines[3] == "| B | 2 | 60.0 | 80.0 | 60.0 | 80.0 | 1.00 |"
     assert type_table(method, None)[2] == "| A | 1 | 90.0 | – | 50.0 | – | 0.56 (< 0.8) |"
+
+
+def test_seed_table_gives_mean_and_sd_over_seeds():
+    from benchmarks.summarize import seed_table
+
+    one, two = report({"cpfd": 0.4, "joint": 0.8}), report({"cpfd": 0.6, "joint": 0.8})
+    for run in two["runs"]:
+        run["seed"] = 2
+    both = {**one, "seeds": [1, 2], "runs": one["runs"] + two["runs"]}
+    assert seed_table(one) == []
+    row = next(line for line in seed_table(both) if line.startswith("| cpfd"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "2"
+    assert cells[2] == "50.0 ± 14.1"  # final macro: mean of 40 and 60, sample sd
+    assert cells[6] == "0.62 ± 0.18"  # / joint: 0.5 and 0.75
+
+
+def test_budget_table_sets_fixed_beside_converged_against_the_converged_joint(tmp_path):
+    from benchmarks.summarize import budget_table, fixed_sibling
+
+    fixed = report({"cpfd": 0.4, "joint": 0.5})
+    fixed.update(benchmark="cluener-fg2pg2", config={"train": {"epochs": 2}})
+    conv = report({"cpfd": 0.6, "joint": 0.8})
+    conv.update(benchmark="cluener-fg2pg2-converged", config={"train": {"patience": 2}})
+    epoch = {"epoch": 1, "dev_micro": 0.5, "dev_macro": 0.5, "train_seconds": 1.0}
+    conv["runs"][0]["meta"]["dev_per_epoch"] = [[epoch] * 5, [epoch] * 7]
+    row = next(line for line in budget_table(conv, fixed) if line.startswith("| cpfd"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:] == ["40.0", "0.80", "0.50", "60.0", "0.75", "5, 7"]
+    (tmp_path / "cluener-fg2pg2.json").write_text(json.dumps(fixed), "utf-8")
+    assert fixed_sibling(tmp_path, conv) == fixed
+    assert fixed_sibling(tmp_path, fixed) is None  # a fixed-budget run has no sibling
+    assert "converged: epochs per step" in render_benchmark(conv, fixed)
+
+
+def test_strategy_params_reach_only_the_arms_that_use_them(tmp_path):
+    from benchmarks.run import arm_config, benchmark_config
+
+    sets = ["strategy_params.exemplars.per_type=30", "train.patience=2"]
+    cfg = benchmark_config("cluener-fg2pg2", True, tmp_path, sets)
+    both = arm_config(cfg, "x", "cpfd+exemplars", 1, tmp_path)
+    assert both["strategy_params"] == {"exemplars": {"per_type": 30}}
+    alone = arm_config(cfg, "x", "cpfd", 1, tmp_path)
+    assert "strategy_params" not in alone and alone["train"]["patience"] == 2
+    build_config(alone)
+    build_config(both)

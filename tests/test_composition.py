@@ -60,8 +60,10 @@ def same(a: tuple, b: tuple) -> bool:
     )
 
 
-@pytest.mark.parametrize("teacher", ["distill", "cpfd"])
-def test_fgm_keeps_the_supervision_of_distill_and_cpfd(tmp_path, monkeypatch, base_folder, teacher):
+@pytest.mark.parametrize("teacher", ["distill", "cpfd", "rdp"])
+def test_fgm_keeps_the_supervision_of_teacher_strategies(
+    tmp_path, monkeypatch, base_folder, teacher
+):
     alone = loss_calls(tmp_path, [teacher], base_folder, monkeypatch)
     assert alone and all(len(calls) == 1 for calls in alone)
     for order in ([teacher, "fgm"], ["fgm", teacher]):

@@ -235,6 +235,7 @@ def run(config: RunConfig, restart: bool = False, command: str | None = None) ->
             "type_order": stream.order,
             "seed": config.seed,
             "epochs": config.train.epochs,
+            "patience": config.train.patience,
             "train_sizes": [len(s.train) for s in stream.steps],
             "unknown_tokens": sum(learner.model.token_encoder.unknown.values()),
             **throughput(learner.progress),

@@ -244,6 +244,8 @@ strategies: Registry[type[Strategy]] = Registry(
             "synthetic_replay",
             "inversion_replay",
             "review",
+            "seq_star",
+            "rdp",
         )
     ),
 )
