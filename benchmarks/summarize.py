@@ -208,6 +208,34 @@ def type_table(matrix: ResultMatrix, joint: ResultMatrix | None) -> list[str]:
     return lines
 
 
+def mentions_table(meta: dict[str, Any]) -> list[str]:
+    """What each step's training sentences hold under the hidden full annotation (run meta
+    ``step_mentions``): the step's own mentions and their share of all, and the old- and
+    future-type mentions it sees as ``O``; empty for runs without the record."""
+    steps = meta.get("step_mentions")
+    if not steps:
+        return []
+    lines = [
+        "What each step's training sentences hold (hidden full annotation, for measurement "
+        "only): mentions of its new types and their share of all their mentions (the rest are "
+        "`O` in other steps' sentences), and mentions of earlier and later types, which the "
+        "step sees as `O`:",
+        "",
+        "| step | own mentions (share of all) | earlier types' mentions | later types' mentions |",
+        "|---|---|---|---|",
+    ]
+    for k, m in enumerate(steps):
+        own = ", ".join(f"{t} {n} ({100 * m['share'][t]:.0f}%)" for t, n in m["own"].items())
+        old = sum(m["old"].values())
+        detail = ", ".join(f"{t} {n}" for t, n in m["old"].items())
+        lines.append(
+            f"| {k + 1} | {own} | {old}"
+            + (f" ({detail})" if detail else "")
+            + f" | {m['future']} |"
+        )
+    return [*lines, ""]
+
+
 def _joint_note(report: dict[str, Any]) -> list[str]:
     if not any(r["meta"].get("joint_trained_once") for r in report["runs"]):
         return []
@@ -257,6 +285,7 @@ def render_benchmark(report: dict[str, Any], fixed: dict[str, Any] | None = None
         "",
         *seed_table(report),
         *(budget_table(report, fixed) if fixed else []),
+        *mentions_table(next((r["meta"] for r in report["runs"] if r["strategy"] != "joint"), {})),
     ]
     joints = {
         r["seed"]: ResultMatrix.from_dict(r["matrix"])

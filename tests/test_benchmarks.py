@@ -306,3 +306,18 @@ def test_strategy_params_reach_only_the_arms_that_use_them(tmp_path):
     assert "strategy_params" not in alone and alone["train"]["patience"] == 2
     build_config(alone)
     build_config(both)
+
+
+def test_mentions_table_shows_own_share_and_hidden_old_mentions():
+    from benchmarks.summarize import mentions_table
+
+    meta = {
+        "step_mentions": [
+            {"own": {"A": 8}, "share": {"A": 0.8}, "old": {}, "future": 3},
+            {"own": {"B": 5}, "share": {"B": 0.5}, "old": {"A": 2}, "future": 0},
+        ]
+    }
+    lines = mentions_table(meta)
+    assert "| 1 | A 8 (80%) | 0 | 3 |" in lines
+    assert "| 2 | B 5 (50%) | 2 (A 2) | 0 |" in lines
+    assert mentions_table({}) == []

@@ -17,6 +17,7 @@ from diancang.stream import (
     load_assignment,
     save_stream,
     step_capacities,
+    step_mentions,
     step_types,
     type_order,
 )
@@ -238,3 +239,24 @@ def test_shot_seed_draws_other_k_shots_from_the_same_step_pools(tmp_path):
     check_assignment(b, path)
     with pytest.raises(DiancangError, match="shot_seed"):
         check_assignment(c, path)
+
+
+def test_step_mentions_counts_the_hidden_annotation_of_each_steps_sentences():
+    train = corpus(300, seed=3)
+    stream = build_stream(train, corpus(40, 4), corpus(40, 5), order=TYPES, fg=2, pg=1, seed=1)
+    table = step_mentions(train, stream)
+    total = Counter(sp.label for s in train for sp in s.spans)
+    assert [list(m["own"]) for m in table] == [["LOC", "ORG"], ["PER"], ["TIME"]]
+    # every mention sits in exactly one step's sentences: as its own, an earlier or a later type
+    counted = sum(sum(m["own"].values()) + sum(m["old"].values()) + m["future"] for m in table)
+    assert counted == sum(total.values())
+    assert sum(m["own"]["LOC"] + m["own"]["ORG"] for m in table[:1]) == sum(
+        1 for i in stream.assignment["train"][0] for sp in train[i].spans if sp.label in TYPES[:2]
+    )
+    assert table[0]["old"] == {} and table[-1]["future"] == 0
+    assert table[2]["old"] == {  # TIME's sentences: their LOC/ORG/PER mentions, seen as O
+        t: sum(1 for i in stream.assignment["train"][2] for sp in train[i].spans if sp.label == t)
+        for t in ["LOC", "ORG", "PER"]
+    }
+    assert 0 < table[1]["share"]["PER"] <= 1
+    assert table[1]["share"]["PER"] == table[1]["own"]["PER"] / total["PER"]

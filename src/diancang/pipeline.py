@@ -33,7 +33,13 @@ from diancang.model.features import TokenEncoder
 from diancang.model.tagger import Tagger, TaggerSpec
 from diancang.provenance import git_commit
 from diancang.strategies.base import resolve, split_id
-from diancang.stream import TaskStream, build_stream, check_assignment, save_stream
+from diancang.stream import (
+    TaskStream,
+    build_stream,
+    check_assignment,
+    save_stream,
+    step_mentions,
+)
 
 logger = logging.getLogger("diancang")
 
@@ -237,6 +243,7 @@ def run(config: RunConfig, restart: bool = False, command: str | None = None) ->
             "epochs": config.train.epochs,
             "patience": config.train.patience,
             "train_sizes": [len(s.train) for s in stream.steps],
+            "step_mentions": step_mentions(splits.train, stream),
             "unknown_tokens": sum(learner.model.token_encoder.unknown.values()),
             **throughput(learner.progress),
         }

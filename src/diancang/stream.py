@@ -261,6 +261,30 @@ def build_stream(
     return TaskStream(order=full_order, steps=steps, assignment=assignment)
 
 
+def step_mentions(train: Sequence[Sentence], stream: TaskStream) -> list[dict[str, Any]]:
+    """Per step, what its training sentences hold under the hidden (full) annotation of
+    ``train`` (the unmasked pool ``stream`` was split from): ``own`` mentions of each new type
+    and their ``share`` of all its mentions in ``train`` (the rest sit in other steps'
+    sentences, unlabelled), and the mentions of ``old`` (earlier) and ``future`` types there,
+    which the step sees as ``O``. A diagnostic of the protocol, for measurement only."""
+    total = type_counts(train)
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for step, idx in zip(stream.steps, stream.assignment["train"], strict=True):
+        counts = type_counts([train[i] for i in idx])
+        new = set(step.new_types)
+        out.append(
+            {
+                "own": {t: counts[t] for t in step.new_types},
+                "share": {t: counts[t] / total[t] if total[t] else 0.0 for t in step.new_types},
+                "old": {t: counts[t] for t in stream.order if t in seen},
+                "future": sum(counts[t] for t in stream.order if t not in seen | new),
+            }
+        )
+        seen |= new
+    return out
+
+
 def save_stream(stream: TaskStream, path: str | Path) -> Path:
     """Write the stream's split record (order, step types, per-step train/dev indices) as JSON."""
     path = Path(path)
