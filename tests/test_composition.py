@@ -80,27 +80,30 @@ def test_fgm_keeps_the_supervision_of_teacher_strategies(
         assert not bool((labels == 0).any())
 
 
-def test_cpfd_with_a_crf_trains_the_transitions(tmp_path):
+@pytest.mark.parametrize("name", ["cpfd", "rdp"])
+def test_pseudo_labels_train_a_crfs_transitions(tmp_path, name):
     learner, stream = tiny_run(
-        tmp_path, ["cpfd"], epochs=6, model={"crf": True}, stream={"max_steps": 1}
+        tmp_path, [name], epochs=6, model={"crf": True}, stream={"max_steps": 1}
     )
     learner.run()
     model = learner.model
     assert model is not None and model.crf is not None
-    runner = StepRunner(learner.config, build_strategies(["cpfd"], {}))
-    (cpfd,) = runner.strategies
+    runner = StepRunner(learner.config, build_strategies([name], {}))
+    (strategy,) = runner.strategies
     step = stream.steps[1]
     previous = copy.deepcopy(model).eval().requires_grad_(False)
     model.add_labels(step.new_types)
     ctx = StepContext(step, model, previous, learner.config, [], [], Blobs(tmp_path / "b"))
-    ctx.state = None
-    ctx.work = cpfd.begin_step(ctx)
+    ctx.state = None if strategy.State is None else strategy.State()
+    ctx.work = strategy.begin_step(ctx)
     batch = next(iter(runner.loader(model, step.train, seed=0)))
     model.train()
     model.zero_grad()
-    runner.batch_loss([(cpfd, ctx)], model, batch).backward()
+    runner.batch_loss([(strategy, ctx)], model, batch).backward()
     grad = model.crf.transitions.grad
     assert grad is not None and float(grad.abs().sum()) > 0
+    if name == "rdp":  # the transitions learnt from pseudo-labels it gave
+        assert int(ctx.work.pseudo.sum()) > 0
 
 
 def test_the_teacher_runs_once_per_sentence_and_step(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from types import SimpleNamespace
 
@@ -10,10 +9,8 @@ import pytest
 import torch
 
 from diancang.data.record import Sentence, Span, spans_to_bio
-from diancang.learn.blobs import Blobs
-from diancang.learn.runner import StepRunner
 from diancang.model.tagger import TaggerOutput
-from diancang.strategies.base import StepContext, Target, build_strategies
+from diancang.strategies.base import Target
 from diancang.strategies.rdp import (
     RDP,
     RDPWork,
@@ -230,28 +227,3 @@ def test_runs_report_prototypes_and_pseudo_labels_per_step(tmp_path):
         assert sum(report.prototype_words.values()) == n_o  # every O word, once
         assert sum(report.pseudo_labels.values()) == n_o  # one epoch: each O word once
         assert set(report.pseudo_labels) == set(report.prototype_words)
-
-
-def test_rdp_with_a_crf_trains_the_transitions_on_the_pseudo_labels(tmp_path):
-    learner, stream = tiny_run(
-        tmp_path, ["rdp"], epochs=4, model={"crf": True}, stream={"max_steps": 1}
-    )
-    learner.run()
-    model = learner.model
-    assert model is not None and model.crf is not None
-    runner = StepRunner(learner.config, build_strategies(["rdp"], {}))
-    (rdp,) = runner.strategies
-    step = stream.steps[1]
-    previous = copy.deepcopy(model).eval().requires_grad_(False)
-    model.add_labels(step.new_types)
-    ctx = StepContext(step, model, previous, learner.config, [], [], Blobs(tmp_path / "b"))
-    ctx.state = RDP.State()
-    ctx.work = rdp.begin_step(ctx)
-    assert isinstance(ctx.work, RDPWork) and int(ctx.work.members.sum()) > 0
-    batch = next(iter(runner.loader(model, step.train, seed=0)))
-    model.train()
-    model.zero_grad()
-    runner.batch_loss([(rdp, ctx)], model, batch).backward()
-    grad = model.crf.transitions.grad
-    assert grad is not None and float(grad.abs().sum()) > 0
-    assert int(ctx.work.pseudo.sum()) > 0

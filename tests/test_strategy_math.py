@@ -115,6 +115,8 @@ def test_exemplar_memory_is_bounded_and_replayed(tmp_path):
     ctx = SimpleNamespace(state=strategy.State(memory=memory))
     replayed = strategy.train_data(ctx, [])
     assert [s.tokens for s in replayed] == [m.tokens for m in memory]
+    strategy.params.repeat = 3  # the memory joins each epoch three times
+    assert len(strategy.train_data(ctx, replayed[:1])) == 1 + 3 * len(memory)
 
 
 def test_cpfd_pseudo_labels_and_weights_by_hand():

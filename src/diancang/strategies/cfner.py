@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from diancang.strategies.base import StepBatch, StepContext, Target, strategies
-from diancang.strategies.distill import DistilsO
+from diancang.strategies.distill import DistilsO, teacher_on_o
 
 
 def causal_o_loss(
@@ -72,7 +72,7 @@ class CFNER(DistilsO):
     def loss_terms(
         self, ctx: StepContext, batch: StepBatch, target: Target
     ) -> dict[str, torch.Tensor]:
-        seen = self.teacher_on_o(batch)
+        seen = teacher_on_o(batch)
         if seen is None:
             return {}
         teacher, mask = seen

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from diancang.data.record import Sentence, spans_to_bio
 from diancang.model.tagger import Tagger
 from diancang.strategies.base import StepBatch, StepContext, Strategy, Target, strategies
-from diancang.strategies.distill import old_label_kl
+from diancang.strategies.distill import o_word_kl
 
 
 def normalized_entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -156,12 +156,10 @@ class CPFD(Strategy):
     def loss_terms(
         self, ctx: StepContext, batch: StepBatch, target: Target
     ) -> dict[str, torch.Tensor]:
-        teacher = batch.teacher
-        if teacher is None:
+        teacher, p, out = batch.teacher, self.params, batch.out
+        kl = o_word_kl(batch, p.t_student, p.t_teacher)
+        if teacher is None or kl is None:
             return {}
-        p, out = self.params, batch.out
-        o_mask = batch.inputs["word_mask"] & (batch.inputs["labels"] == 0)
-        kl = old_label_kl(out.logits, teacher.logits, o_mask, p.t_student, p.t_teacher)
         pfd = out.logits.sum() * 0.0
         if out.hidden_states is not None and teacher.hidden_states is not None:
             pfd = pooled_feature_loss(

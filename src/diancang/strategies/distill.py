@@ -36,6 +36,25 @@ def old_label_kl(
     return (p * (torch.log(p.clamp_min(1e-12)) - log_q)).sum(-1).mean()
 
 
+def teacher_on_o(batch: StepBatch) -> tuple[TaggerOutput, torch.Tensor] | None:
+    """The teacher's output on the batch and the mask (B, W) of its gold-``O`` words; None
+    before there is a teacher."""
+    teacher = batch.teacher
+    if teacher is None:
+        return None
+    return teacher, batch.inputs["word_mask"] & (batch.inputs["labels"] == 0)
+
+
+def o_word_kl(batch: StepBatch, t_student: float, t_teacher: float) -> torch.Tensor | None:
+    """:func:`old_label_kl` of the student against the teacher on the batch's gold-``O`` words
+    (a scalar); None before there is a teacher."""
+    seen = teacher_on_o(batch)
+    if seen is None:
+        return None
+    teacher, mask = seen
+    return old_label_kl(batch.out.logits, teacher.logits, mask, t_student, t_teacher)
+
+
 class DistilsO(Strategy):
     """Base of strategies that, once there is a teacher, take ``O`` words out of the
     cross-entropy (they may be unlabelled old entities) and distil them in ``loss_terms``."""
@@ -47,15 +66,6 @@ class DistilsO(Strategy):
             return target
         o_words = batch.inputs["labels"] == 0  # O words are distilled, not labelled
         return replace(target, labels=target.labels.masked_fill(o_words, -100))
-
-    @staticmethod
-    def teacher_on_o(batch: StepBatch) -> tuple[TaggerOutput, torch.Tensor] | None:
-        """The teacher's output on the batch and the mask (B, W) of its ``O`` words; None
-        before there is a teacher."""
-        teacher = batch.teacher
-        if teacher is None:
-            return None
-        return teacher, batch.inputs["word_mask"] & (batch.inputs["labels"] == 0)
 
 
 @strategies.register("distill", version=1)
@@ -75,10 +85,6 @@ class Distill(DistilsO):
     def loss_terms(
         self, ctx: StepContext, batch: StepBatch, target: Target
     ) -> dict[str, torch.Tensor]:
-        seen = self.teacher_on_o(batch)
-        if seen is None:
-            return {}
-        teacher, mask = seen
         p = self.params
-        kl = old_label_kl(batch.out.logits, teacher.logits, mask, p.t_student, p.t_teacher)
-        return {"kl": p.weight * kl}
+        kl = o_word_kl(batch, p.t_student, p.t_teacher)
+        return {} if kl is None else {"kl": p.weight * kl}

@@ -107,6 +107,12 @@ class Exemplars(Strategy):
         model_config = ConfigDict(extra="forbid")
         per_type: int = Field(5, ge=1, description="Sentences kept per entity type.")
         all_o: int = Field(5, ge=0, description="Sentences without entities kept per step.")
+        repeat: int = Field(
+            1,
+            ge=1,
+            description="Times the memory joins each epoch's data (old types rarely occur in a "
+            "later step's own sentences, so the memory may be their only supervision).",
+        )
         classifier: Literal["head", "nme"] = Field(
             "head", description="Predict with the trained head, or nearest mean of exemplars."
         )
@@ -122,7 +128,7 @@ class Exemplars(Strategy):
         return {}  # "memory": the memory after this step, chosen once when training ends
 
     def train_data(self, ctx: StepContext, data: list[Sentence]) -> list[Sentence]:
-        return data + [m.sentence() for m in ctx.state.memory]
+        return data + [m.sentence() for m in ctx.state.memory] * self.params.repeat
 
     def final_weights(self, ctx: StepContext) -> dict[str, torch.Tensor] | None:
         if self.params.classifier == "head":

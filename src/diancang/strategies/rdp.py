@@ -54,7 +54,7 @@ from diancang.strategies.base import (
     Target,
     strategies,
 )
-from diancang.strategies.distill import old_label_kl
+from diancang.strategies.distill import o_word_kl
 
 
 def class_means(
@@ -284,8 +284,8 @@ class RDP(Strategy):
         p, logits = self.params, batch.out.logits
         words, gold = batch.inputs["word_mask"], batch.inputs["labels"]
         terms: dict[str, torch.Tensor] = {}
-        if p.distill_weight > 0:
-            kl = old_label_kl(logits, teacher.logits, words & (gold == 0), p.t_student, p.t_teacher)
+        kl = o_word_kl(batch, p.t_student, p.t_teacher) if p.distill_weight > 0 else None
+        if kl is not None:
             terms["kd"] = p.distill_weight * kl
         if p.relation_weight > 0:
             rel = relation_loss(logits[words], teacher.logits[words], gold[words])
