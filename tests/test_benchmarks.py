@@ -321,3 +321,27 @@ def test_mentions_table_shows_own_share_and_hidden_old_mentions():
     assert "| 1 | A 8 (80%) | 0 | 3 |" in lines
     assert "| 2 | B 5 (50%) | 2 (A 2) | 0 |" in lines
     assert mentions_table({}) == []
+
+
+def test_step_cost_arms_take_their_own_strategies_and_params():
+    from benchmarks.step_cost import arm_sets, render
+
+    sets = ["strategy_params.exemplars.per_type=30", "train.lr=1e-4"]
+    assert arm_sets("cpfd+exemplars", sets) == [
+        "strategies=[cpfd,exemplars]",
+        "train.teacher_cache_mb=4096",
+        *sets,
+    ]
+    assert arm_sets("cpfd:live", sets) == [
+        "strategies=[cpfd]",
+        "train.teacher_cache_mb=0",
+        "train.lr=1e-4",
+    ]
+    rows = [
+        {"arm": a, "step2_train_seconds": s, "step2_micro": 0.5, "step2_macro": 0.4}
+        for a, s in (("finetune", 50.0), ("cpfd", 60.0))
+    ]
+    machine = {"cpu_count": 2, "torch": "x"}
+    report = {"title": "t", "command": "c", "date": "d", "git_commit": "g", "epochs": 4}
+    page = render({**report, "machine": machine, "rows": rows})
+    assert "| cpfd | 60.0 | 1.20 | 50.0 | 40.0 |" in page
