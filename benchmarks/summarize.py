@@ -365,7 +365,8 @@ def refresh_readme(results: Path, readme: Path) -> None:
 
 def fixed_sibling(results: Path, report: dict[str, Any]) -> dict[str, Any] | None:
     """For a converged run (``train.patience`` set): the same benchmark's fixed-budget result
-    (``<results>/<name>[-quick].json``, the label without its tag), when it exists."""
+    (``<results>/<name>[-quick].json``, the label without its tag), when it exists and was
+    scored on the same split, steps and shots."""
     from benchmarks.specs import BENCHMARKS
 
     if not report["config"].get("train", {}).get("patience"):
@@ -377,7 +378,14 @@ def fixed_sibling(results: Path, report: dict[str, Any]) -> dict[str, Any] | Non
     if not path.is_file():
         return None
     fixed: dict[str, Any] = json.loads(path.read_text("utf-8"))
-    return None if fixed["config"].get("train", {}).get("patience") else fixed
+
+    def protocol(config: dict[str, Any]) -> tuple[Any, ...]:
+        data, stream = config.get("data", {}), config.get("stream", {})
+        return data.get("score_on"), stream.get("max_steps"), stream.get("shots")
+
+    if fixed["config"].get("train", {}).get("patience"):
+        return None
+    return fixed if protocol(fixed["config"]) == protocol(report["config"]) else None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -292,6 +292,8 @@ def test_budget_table_sets_fixed_beside_converged_against_the_converged_joint(tm
     (tmp_path / "cluener-fg2pg2.json").write_text(json.dumps(fixed), "utf-8")
     assert fixed_sibling(tmp_path, conv) == fixed
     assert fixed_sibling(tmp_path, fixed) is None  # a fixed-budget run has no sibling
+    probe = {**conv, "config": {"train": {"patience": 2}, "data": {"score_on": "dev"}}}
+    assert fixed_sibling(tmp_path, probe) is None  # scored on another split
     assert "converged: epochs per step" in render_benchmark(conv, fixed)
 
 
