@@ -259,7 +259,9 @@ def _epochs(meta: dict[str, Any]) -> str:
 def render_benchmark(report: dict[str, Any], fixed: dict[str, Any] | None = None) -> str:
     """The page ``benchmarks/results/<name>.md``; ``fixed``: the same benchmark's fixed-budget
     report, set beside this converged one (:func:`budget_table`)."""
-    first = report["runs"][0]["meta"] if report["runs"] else {}
+    # The header describes the continual runs (the joint ceiling is one step over all data).
+    metas = [r["meta"] for r in report["runs"] if r["strategy"] != "joint"]
+    first = (metas or [r["meta"] for r in report["runs"]] or [{}])[0]
     machine = first.get("machine", {})
     out = [
         f"# {report['benchmark']}",
@@ -285,7 +287,7 @@ def render_benchmark(report: dict[str, Any], fixed: dict[str, Any] | None = None
         "",
         *seed_table(report),
         *(budget_table(report, fixed) if fixed else []),
-        *mentions_table(next((r["meta"] for r in report["runs"] if r["strategy"] != "joint"), {})),
+        *mentions_table(first),
     ]
     joints = {
         r["seed"]: ResultMatrix.from_dict(r["matrix"])
