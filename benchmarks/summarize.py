@@ -208,6 +208,29 @@ def type_table(matrix: ResultMatrix, joint: ResultMatrix | None) -> list[str]:
     return lines
 
 
+def confusion_lines(meta: dict[str, Any], top: int = 5) -> list[str]:
+    """The largest type confusions on the scored set (gold entities found with their exact
+    boundaries but under another type), at the last step, with the step each first appeared
+    at; empty for runs without the record."""
+    steps = meta.get("confusion")
+    if not steps or not steps[-1]:
+        return []
+    last = sorted(
+        ((n, gold, pred) for gold, row in steps[-1].items() for pred, n in row.items()),
+        key=lambda x: (-x[0], x[1], x[2]),
+    )[:top]
+
+    def since(gold: str, pred: str) -> int:
+        return next(k for k, s in enumerate(steps) if s.get(gold, {}).get(pred)) + 1
+
+    pairs = ", ".join(f"{g} as {p} {n} (since step {since(g, p)})" for n, g, p in last)
+    return [
+        f"Largest type confusions after the last step (gold entities found with their exact "
+        f"boundaries under another type): {pairs}.",
+        "",
+    ]
+
+
 def mentions_table(meta: dict[str, Any]) -> list[str]:
     """What each step's training sentences hold under the hidden full annotation (run meta
     ``step_mentions``): the step's own mentions and their share of all, and the old- and
@@ -318,6 +341,7 @@ def render_benchmark(report: dict[str, Any], fixed: dict[str, Any] | None = None
                 *type_table(matrix, joints.get(r["seed"])),
                 "",
             ]
+        out += confusion_lines(r["meta"])
         out += audit_lines(r["meta"].get("supervision_audit") or [])
         for k, epochs in enumerate(r["meta"].get("dev_per_epoch") or []):
             if epochs:

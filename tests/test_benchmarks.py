@@ -347,3 +347,12 @@ def test_step_cost_arms_take_their_own_strategies_and_params():
     report = {"title": "t", "command": "c", "date": "d", "git_commit": "g", "epochs": 4}
     page = render({**report, "machine": machine, "rows": rows})
     assert "| cpfd | 60.0 | 1.20 | 50.0 | 40.0 |" in page
+
+
+def test_confusion_lines_name_the_largest_confusions_and_when_they_began():
+    from benchmarks.summarize import confusion_lines
+
+    meta = {"confusion": [{}, {"book": {"game": 9}}, {"book": {"movie": 7, "game": 2}}]}
+    (line, _) = confusion_lines(meta)
+    assert "book as movie 7 (since step 3), book as game 2 (since step 2)" in line
+    assert confusion_lines({}) == []

@@ -189,6 +189,8 @@ def throughput(progress: Progress | None) -> dict[str, Any]:
         "dev_per_epoch": progress.epochs if progress else [],
         # Hidden-gold audit of what each step trained its unlabelled words as (learn.audit).
         "supervision_audit": progress.audits if progress else [],
+        # Per step: gold entities found with their exact boundaries under another type.
+        "confusion": [r.get("confusion", {}) for r in progress.results] if progress else [],
     }
 
 
