@@ -31,7 +31,8 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     finetune = {r["seed"]: r for r in report["runs"] if r["strategy"] == "finetune"}
     for r in report["runs"]:
         s, m = r["summary"], r["meta"]
-        secs = m.get("train_seconds_per_step", [])
+        # Steps loaded from another run (``train.first_step_from``) trained 0 s here.
+        secs = [x for x in m.get("train_seconds_per_step", []) if x > 0]
         row = {
             "strategy": r["strategy"],
             "seed": r["seed"],
@@ -49,10 +50,9 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             row["final_macro_vs_joint"] = s["final"]["macro"] / j["summary"]["final"]["macro"]
         if j and j["summary"]["averaged"]["macro"]:
             row["avg_macro_vs_joint"] = s["averaged"]["macro"] / j["summary"]["averaged"]["macro"]
-        if f and row["sec_per_step"] and _mean(f["meta"].get("train_seconds_per_step", [])):
-            row["time_vs_finetune"] = row["sec_per_step"] / _mean(
-                f["meta"]["train_seconds_per_step"]
-            )
+        f_secs = [x for x in (f or {}).get("meta", {}).get("train_seconds_per_step", []) if x > 0]
+        if row["sec_per_step"] and f_secs:
+            row["time_vs_finetune"] = row["sec_per_step"] / sum(f_secs) * len(f_secs)
         out.append(row)
     return out
 
