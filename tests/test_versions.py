@@ -132,6 +132,7 @@ def test_run_config_yaml_holds_every_parameter(tmp_path):
     assert saved["strategy_params"]["exemplars"] == {
         "per_type": 5,
         "all_o": 5,
+        "repeat": 1,
         "classifier": "head",
     }
     assert saved["strategy_params"]["ema"] == {"decay": 0.995, "warmup": True}
