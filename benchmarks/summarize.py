@@ -24,6 +24,12 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def trained_seconds(meta: dict[str, Any]) -> list[float]:
+    """Training seconds of the steps a run trained itself (steps loaded from another run with
+    ``train.first_step_from`` trained 0 s here)."""
+    return [x for x in meta.get("train_seconds_per_step", []) if x > 0]
+
+
 def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per run: the headline numbers, and ratios to joint (same seed) when present."""
     out = []
@@ -31,8 +37,7 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     finetune = {r["seed"]: r for r in report["runs"] if r["strategy"] == "finetune"}
     for r in report["runs"]:
         s, m = r["summary"], r["meta"]
-        # Steps loaded from another run (``train.first_step_from``) trained 0 s here.
-        secs = [x for x in m.get("train_seconds_per_step", []) if x > 0]
+        secs = trained_seconds(m)
         row = {
             "strategy": r["strategy"],
             "seed": r["seed"],
@@ -50,7 +55,7 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             row["final_macro_vs_joint"] = s["final"]["macro"] / j["summary"]["final"]["macro"]
         if j and j["summary"]["averaged"]["macro"]:
             row["avg_macro_vs_joint"] = s["averaged"]["macro"] / j["summary"]["averaged"]["macro"]
-        f_secs = [x for x in (f or {}).get("meta", {}).get("train_seconds_per_step", []) if x > 0]
+        f_secs = trained_seconds(f["meta"]) if f else []
         if row["sec_per_step"] and f_secs:
             row["time_vs_finetune"] = row["sec_per_step"] / sum(f_secs) * len(f_secs)
         out.append(row)
