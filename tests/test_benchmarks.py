@@ -356,3 +356,28 @@ def test_confusion_lines_name_the_largest_confusions_and_when_they_began():
     (line, _) = confusion_lines(meta)
     assert "book as movie 7 (since step 3), book as game 2 (since step 2)" in line
     assert confusion_lines({}) == []
+
+
+def test_a_page_keeps_its_committed_runs_of_the_same_config(tmp_path):
+    from benchmarks.run import benchmark_config, committed_runs
+
+    sets = ["train.patience=2"]
+    cfg = benchmark_config("cluener-fg2pg2", True, tmp_path, sets)
+    old = report({"cpfd": 0.6, "joint": 0.8})
+    old.update(command="python -m benchmarks.run first", config=cfg)
+    (tmp_path / "x.json").write_text(json.dumps(old), "utf-8")
+    # exemplars' params leave cpfd's and joint's run configs as they were: both kept
+    more = benchmark_config("cluener-fg2pg2", True, tmp_path, [*sets, "strategy_params.x.y=1"])
+    kept = committed_runs(tmp_path, "x", more)
+    assert set(kept) == {("cpfd", 1), ("joint", 1)}
+    assert kept[("cpfd", 1)]["command"] == "python -m benchmarks.run first"
+    # another training setting changes every run: nothing kept
+    assert not committed_runs(
+        tmp_path, "x", benchmark_config("cluener-fg2pg2", True, tmp_path, ["train.patience=3"])
+    )
+    assert committed_runs(tmp_path, "missing", cfg) == {}
+    # the page names the command of every run
+    old["runs"][1]["command"] = "python -m benchmarks.run second"
+    page = render_benchmark(old)
+    assert "`python -m benchmarks.run first`" in page
+    assert "`python -m benchmarks.run second`" in page
