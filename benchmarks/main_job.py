@@ -1,9 +1,9 @@
 """Time the main job, the README's ``diancang run`` with no config, end to end.
 
 ``python -m benchmarks.main_job`` runs ``diancang run --restart`` in a subprocess (the embedded
-demo: cpfd and finetune on e5-small, sharing the first step), measures its wall-clock time, and
-writes ``results/main-job.{json,md}`` with the side-by-side table it printed, the command, git
-commit and machine. Run it alone on the machine: the time is what a newcomer waits.
+demo: its strategies and finetune on e5-small, sharing the first step), measures its wall-clock
+time, and writes ``results/main-job.{json,md}`` with the side-by-side table it printed, the
+command, git commit and machine. Run it alone on the machine: the time is what a newcomer waits.
 """
 
 from __future__ import annotations
@@ -44,10 +44,9 @@ def main() -> None:
     wall = time.perf_counter() - began
     if done.returncode != 0:
         raise SystemExit(f"the main job failed:\n{done.stderr[-3000:]}")
-    arms = {}
-    for name in ("cpfd", "finetune"):
-        matrix, _ = load_results(work / name / "results.json")
-        arms[name] = matrix
+    # The arms it ran, as it names them ("<arm>: results, model and config in <folder>").
+    folders = [ln.split(" in ", 1)[1] for ln in done.stdout.splitlines() if ": results, " in ln]
+    arms = {Path(f).name: load_results(Path(f) / "results.json")[0] for f in folders}
     table = render_side_by_side(arms)
     sets = "".join(f" --set {s}" for s in args.set) + (f" --tag {args.tag}" if args.tag else "")
     report = {
