@@ -381,3 +381,15 @@ def test_a_page_keeps_its_committed_runs_of_the_same_config(tmp_path):
     page = render_benchmark(old)
     assert "`python -m benchmarks.run first`" in page
     assert "`python -m benchmarks.run second`" in page
+
+
+def test_the_product_default_is_the_best_measured_method():
+    from importlib.resources import files
+
+    import yaml
+
+    from benchmarks.specs import BEST, BEST_PARAMS
+
+    demo = yaml.safe_load((files("diancang") / "resources" / "demo.yaml").read_text("utf-8"))
+    assert demo["strategies"] == BEST.split("+")
+    assert demo.get("strategy_params", {}) == BEST_PARAMS

@@ -21,12 +21,12 @@ def _echo(data: Any) -> None:
 
 
 def _demo_config(epochs: int) -> Any:
-    """The embedded demo (MSRA, e5-small) trained in one step, with cpfd (the best measured
-    strategy) recorded for later steps."""
+    """The embedded demo (MSRA, e5-small) trained in one step, with its strategies (cpfd and a
+    replay memory, the best measured) recorded for later steps."""
     from diancang.config import load_config
 
     path = Path(str(files("diancang") / "resources" / "demo.yaml"))
-    return load_config(path, [f"train.epochs={epochs}", "strategies=[cpfd]"])
+    return load_config(path, [f"train.epochs={epochs}"])
 
 
 def register(app: typer.Typer, user_errors: Any) -> None:
