@@ -92,6 +92,20 @@ BENCHMARKS = {
             ceiling=True,
         ),
         Benchmark(
+            "weibo-fg2pg2",
+            "Weibo NER (2nd version), 8 types (names and nominal mentions), FG-2-PG-2 "
+            "(4 steps), e5-small: short, noisy social-media text",
+            {
+                "data": {"preset": "weibo_ner"},
+                "stream": {"fg": 2, "pg": 2},
+                # posts run longer than CLUENER's sentences (up to ~170 characters)
+                "model": {**E5, "max_length": 192},
+                "train": TRAIN_PRETRAINED,
+            },
+            quick={"train": {"epochs": 1}},
+            ceiling=True,
+        ),
+        Benchmark(
             "joint-cluener",
             "Plain joint training of e5-small on all of CLUENER (one step, 10 types), dev F1 "
             "after every epoch: the ceiling for every continual method",
