@@ -48,19 +48,18 @@ def main() -> None:
     folders = [ln.split(" in ", 1)[1] for ln in done.stdout.splitlines() if ": results, " in ln]
     arms = {Path(f).name: load_results(Path(f) / "results.json")[0] for f in folders}
     table = render_side_by_side(arms)
+    mach = machine()
     sets = "".join(f" --set {s}" for s in args.set) + (f" --tag {args.tag}" if args.tag else "")
     report = {
         "command": "python -m benchmarks.main_job" + sets,
         "runs": shlex.join(["diancang", *command[3:]]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
-        "machine": machine(),
+        "machine": mach,
         "wall_seconds": round(wall, 1),
         "matrices": {name: m.to_dict() for name, m in arms.items()},
         "summaries": {name: m.summary() for name, m in arms.items()},
     }
-    mach = report["machine"]
-    assert isinstance(mach, dict)
     page = (
         "# The main job (`diancang run` with no config)\n\n"
         f"- command: `{report['command']}` (runs `{report['runs']}`)\n"

@@ -5,9 +5,10 @@ a killed benchmark resumes where it stopped when the same command is run again).
 ``benchmarks/results/<name>[-quick].json`` and ``.md``, a heatmap per strategy, and refreshes the
 table in ``benchmarks/README.md``.
 
-A page grows over several commands (and sessions): the runs already in the committed
-``results/<label>.json`` whose run config equals this command's are kept and not run again
-(``--restart`` runs them again), so ``--strategies rdp --seeds 2`` adds one row to the page.
+A page grows over several commands (and sessions): the runs already in
+``results/<label>.json`` (committed, or written by an earlier command) whose run config equals
+this command's are kept and not run again (``--restart`` runs them again), so ``--strategies rdp
+--seeds 2`` adds one row to the page.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def arm_config(
 def committed_runs(
     results: Path, label: str, config: dict[str, Any]
 ) -> dict[tuple[str, int], dict[str, Any]]:
-    """The runs of the committed ``results/<label>.json`` that this benchmark config would run
+    """The runs already in ``results/<label>.json`` that this benchmark config would run
     the same way (equal :func:`arm_config`), keyed by (strategy, seed); each names the command
     that ran it. Runs with another config are left out, with a line saying so."""
     path = results / f"{label}.json"
