@@ -30,13 +30,21 @@ def trained_seconds(meta: dict[str, Any]) -> list[float]:
     return [x for x in meta.get("train_seconds_per_step", []) if x > 0]
 
 
+def _summary(run: dict[str, Any]) -> dict[str, Any]:
+    """The run's summary by today's definitions (recomputed from its matrix, so runs kept from
+    earlier sessions count forgetting the same way as new ones)."""
+    if "matrix" not in run:
+        return dict(run["summary"])
+    return ResultMatrix.from_dict(run["matrix"]).summary()
+
+
 def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per run: the headline numbers, and ratios to joint (same seed) when present."""
     out = []
     joint = {r["seed"]: r for r in report["runs"] if r["strategy"] == "joint"}
     finetune = {r["seed"]: r for r in report["runs"] if r["strategy"] == "finetune"}
     for r in report["runs"]:
-        s, m = r["summary"], r["meta"]
+        s, m = _summary(r), r["meta"]
         secs = trained_seconds(m)
         row = {
             "strategy": r["strategy"],
@@ -46,15 +54,17 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             "avg_micro": s["averaged"]["micro"],
             "avg_macro": s["averaged"]["macro"],
             "forgetting": s["forgetting"],
+            "never_learned": s.get("never_learned", []),
             "sec_per_step": _mean(secs),
             "sent_per_sec": m.get("sentences_per_second"),
             "peak_mb": m.get("peak_memory_mb"),
         }
         j, f = joint.get(r["seed"]), finetune.get(r["seed"])
-        if j and j["summary"]["final"]["macro"]:
-            row["final_macro_vs_joint"] = s["final"]["macro"] / j["summary"]["final"]["macro"]
-        if j and j["summary"]["averaged"]["macro"]:
-            row["avg_macro_vs_joint"] = s["averaged"]["macro"] / j["summary"]["averaged"]["macro"]
+        js = _summary(j) if j else None
+        if js and js["final"]["macro"]:
+            row["final_macro_vs_joint"] = s["final"]["macro"] / js["final"]["macro"]
+        if js and js["averaged"]["macro"]:
+            row["avg_macro_vs_joint"] = s["averaged"]["macro"] / js["averaged"]["macro"]
         f_secs = trained_seconds(f["meta"]) if f else []
         if row["sec_per_step"] and f_secs:
             row["time_vs_finetune"] = row["sec_per_step"] / sum(f_secs) * len(f_secs)
@@ -70,9 +80,9 @@ def comparison_table(report: dict[str, Any]) -> list[str]:
 
     lines = [
         "| strategy | seed | final micro | final macro | avg micro | avg macro | forgetting "
-        "| final macro / joint | avg macro / joint | s/step | s/step vs finetune | sentences/s "
-        "| peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| never learned | final macro / joint | avg macro / joint | s/step | s/step vs finetune "
+        "| sentences/s | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows(report):
         cells = [
@@ -80,6 +90,7 @@ def comparison_table(report: dict[str, Any]) -> list[str]:
             str(r["seed"]),
             *(_pct(r[k]) for k in ("final_micro", "final_macro", "avg_micro", "avg_macro")),
             _pct(r["forgetting"]),
+            ", ".join(r["never_learned"]) or "–",
             num(r.get("final_macro_vs_joint"), ".2f"),
             num(r.get("avg_macro_vs_joint"), ".2f"),
             num(r["sec_per_step"], ".1f"),
@@ -312,7 +323,9 @@ def render_benchmark(report: dict[str, Any], fixed: dict[str, Any] | None = None
         "",
         f"F1 in percent, strict entity level, on the {first.get('scored_on') or 'test'} set of "
         "all types seen so far. "
-        "Forgetting: F1 right after a type's step minus its final F1, averaged over old types.",
+        "Forgetting: F1 right after a type's step minus its final F1, averaged over the old "
+        "types that were learned (F1 >= 10 right after their step); the others are listed as "
+        "never learned.",
         "",
         *_joint_note(report),
         *comparison_table(report),

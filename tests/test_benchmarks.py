@@ -28,8 +28,8 @@ def report(strategy_f1: dict[str, float]) -> dict:
                 "matrix": {
                     "step_types": [["A"], ["B"]],
                     "per_type": [{"A": 0.5}, {"A": 0.4, "B": f1}],
-                    "micro": [0.5, f1],
-                    "macro": [0.5, f1],
+                    "micro": [f1, f1],
+                    "macro": [f1, f1],
                 },
             }
         )
@@ -56,9 +56,10 @@ def test_page_has_ratio_to_joint_and_time_relative_to_finetune():
     row = next(line for line in page.splitlines() if line.startswith("| finetune"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2:4] == ["20.0", "20.0"]  # final micro, final macro (percent)
-    assert cells[7] == "0.25"  # final macro / joint
-    assert cells[8] == "0.25"  # step-averaged macro / joint
-    assert cells[10] == "1.00"  # s/step vs finetune
+    assert cells[6:8] == ["10.0", "–"]  # forgetting (A: 50 -> 40), never learned: none
+    assert cells[8] == "0.25"  # final macro / joint
+    assert cells[9] == "0.25"  # step-averaged macro / joint
+    assert cells[11] == "1.00"  # s/step vs finetune
 
 
 def test_readme_table_skips_other_json(tmp_path):

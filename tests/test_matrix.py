@@ -69,6 +69,25 @@ def test_forgetting_with_one_step_and_partial_runs():
     assert better.forgetting() == pytest.approx(-0.2)  # backward transfer is negative
 
 
+def test_types_never_learned_are_reported_apart_not_counted_as_kept_or_improved():
+    m = ResultMatrix(
+        [["A"], ["B"], ["C"], ["D"]],
+        [
+            {"A": 0.8},
+            {"A": 0.6, "B": 0.0},  # B never learned ...
+            {"A": 0.6, "B": 0.3, "C": 0.05},  # ... nor C (under the 0.1 floor)
+            {"A": 0.4, "B": 0.2, "C": 0.0, "D": 0.02},
+        ],
+        [0.8, 0.6, 0.5, 0.4],
+        [0.8, 0.3, 0.32, 0.155],
+    )
+    assert m.never_learned() == ["B", "C", "D"]
+    assert m.forgetting_per_type() == {"A": pytest.approx(0.4)}  # not B's 0 -> 0.2 (-0.2)
+    assert m.forgetting() == pytest.approx(0.4)
+    summary = m.summary()
+    assert summary["never_learned"] == ["B", "C", "D"] and summary["learned_floor"] == 0.1
+
+
 def test_no_step_yet():
     m = ResultMatrix([["A"], ["B"]])
     assert math.isnan(m.averaged()["micro"]) and math.isnan(m.final()["macro"])

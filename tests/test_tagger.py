@@ -84,14 +84,19 @@ def test_overfit_crf_bilstm(tmp_path):
     _check(tmp_path, crf=True, bilstm=True)
 
 
-def test_truncated_words_are_o():
-    data = toy_sentences(3)
-    model = make_tagger(data, ["PER"])
-    model.spec.max_length = 5
-    model.token_encoder.max_length = 5
-    tags, probs = model.predict_tags([data[0].tokens])
-    assert len(tags[0]) == len(data[0].tokens)
-    assert all(t == "O" for t in tags[0][3:]) and probs[0][3:] == [0.0] * (len(tags[0]) - 3)
+def test_a_sentence_longer_than_max_length_is_tagged_whole():
+    types = ["LOC", "PER"]
+    data = [s.keep_types(types) for s in toy_sentences(14)]
+    model = make_tagger(data, types)
+    overfit(model, data)
+    short, _ = model.predict_tags([data[0].tokens])
+    assert short[0].count("B-PER") == 1
+    # 130 x filler, then the first sentence: 140 characters against a 64-piece window
+    long = ["的"] * 130 + data[0].tokens
+    tags, probs = model.predict_tags([long, data[0].tokens])
+    assert len(tags[0]) == len(long) and len(probs[0]) == len(long)
+    assert tags[0][130:] == short[0], "the entities past the first window are lost"
+    assert tags[1] == short[0]
 
 
 def test_empty_sentences_and_crf_probabilities():

@@ -89,7 +89,19 @@ class ModelConfig(_Section):
         description="Hugging Face name or local directory, or 'tiny-random' (a small random BERT "
         "whose vocabulary is built from the training data).",
     )
-    max_length: int = Field(128, ge=8, description="Maximum sub-tokens per sentence.")
+    max_length: int = Field(
+        128,
+        ge=8,
+        description="Sub-tokens the encoder reads at once. A longer sentence is split into "
+        "windows of this size: cut between entities for training, overlapping and merged back "
+        "for evaluation and prediction; nothing is dropped.",
+    )
+    window_overlap: int = Field(
+        16,
+        ge=0,
+        description="Tokens of context neighbouring windows share when a long sentence is "
+        "tagged in windows (each token is read from the window where it is most central).",
+    )
     trim_vocab: bool = Field(
         False,
         description="Keep only the embedding rows of sub-tokens the run's texts use (ids up to "

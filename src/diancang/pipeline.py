@@ -137,6 +137,7 @@ def model_factory(
             labels=["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")],
             lang=lang,
             max_length=mc.max_length,
+            window_overlap=mc.window_overlap,
             crf=mc.crf,
             bilstm=mc.bilstm,
             lstm_hidden=mc.lstm_hidden,

@@ -10,6 +10,9 @@ import numpy as np
 
 from diancang.errors import DataError
 
+#: F1 right after its step below which a type counts as never learned, not as forgotten.
+LEARNED_FLOOR = 0.1
+
 
 @dataclass
 class ResultMatrix:
@@ -24,8 +27,11 @@ class ResultMatrix:
 
     **Forgetting** of an old type (one introduced at step ``k`` before the final step ``S``) is
     its F1 right after step ``k`` minus its F1 after step ``S``; :meth:`forgetting` is the mean
-    over all old types (0.0 with one completed step). Positive means forgotten; negative means
-    the type improved later (backward transfer).
+    over the old types that were *learned*, i.e. reached :data:`LEARNED_FLOOR` right after their
+    step (0.0 when there are none). Positive means forgotten; negative means the type improved
+    later (backward transfer). A type below the floor right after its step was never learned
+    (:meth:`never_learned`, a failure to learn rather than to keep, "intransigence"); counting
+    it as 0 -> 0 would dilute forgetting, and 0 -> 10 would turn it negative.
     """
 
     step_types: list[list[str]]
@@ -130,22 +136,38 @@ class ResultMatrix:
             return {"micro": math.nan, "macro": math.nan}
         return {"micro": self.micro[-1], "macro": self.macro[-1]}
 
+    def after_own_step(self) -> dict[str, float]:
+        """F1 of each scored type right after the step that introduced it (learning)."""
+        intro = self.introduced_at()
+        return {
+            t: self.per_type[k][t]
+            for t, k in intro.items()
+            if k < self.n_steps and t in self.per_type[k]
+        }
+
+    def never_learned(self) -> list[str]:
+        """Types below :data:`LEARNED_FLOOR` right after their own step, in learning order."""
+        return [t for t, f1 in self.after_own_step().items() if f1 < LEARNED_FLOOR]
+
     def forgetting_per_type(self) -> dict[str, float]:
-        """Forgetting of each old type (see the class docstring); types not scored are skipped."""
+        """Forgetting of each learned old type (see the class docstring); types not scored or
+        never learned are skipped."""
         last = self.n_steps - 1
-        out: dict[str, float] = {}
-        for t, k in self.introduced_at().items():
-            if k < last and t in self.per_type[k] and t in self.per_type[last]:
-                out[t] = self.per_type[k][t] - self.per_type[last][t]
-        return out
+        intro = self.introduced_at()
+        return {
+            t: f1 - self.per_type[last][t]
+            for t, f1 in self.after_own_step().items()
+            if intro[t] < last and f1 >= LEARNED_FLOOR and t in self.per_type[last]
+        }
 
     def forgetting(self) -> float:
-        """Mean forgetting over old types (see the class docstring); 0.0 with one step."""
+        """Mean forgetting over learned old types (see the class docstring); 0.0 if none."""
         per = self.forgetting_per_type()
         return sum(per.values()) / len(per) if per else 0.0
 
     def summary(self) -> dict[str, Any]:
-        """Averaged, final and forgetting numbers in one JSON-able dict."""
+        """Averaged, final and forgetting numbers, and the never-learned types, in one
+        JSON-able dict."""
         return {
             "steps_completed": self.n_steps,
             "steps_planned": len(self.step_types),
@@ -153,6 +175,8 @@ class ResultMatrix:
             "final": self.final(),
             "forgetting": self.forgetting(),
             "forgetting_per_type": self.forgetting_per_type(),
+            "never_learned": self.never_learned(),
+            "learned_floor": LEARNED_FLOOR,
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from diancang.errors import DataError
-from diancang.evaluation.matrix import ResultMatrix
+from diancang.evaluation.matrix import LEARNED_FLOOR, ResultMatrix
 
 logger = logging.getLogger("diancang.report")
 
@@ -103,8 +103,8 @@ def render_markdown(matrix: ResultMatrix, *, title: str, meta: dict[str, Any] | 
             ],
         ),
         "",
-        f"Forgetting (mean over old types of F1 right after their step minus final F1, "
-        f"in points): {_pct(matrix.forgetting())}",
+        f"Forgetting (mean over learned old types of F1 right after their step minus final "
+        f"F1, in points): {_pct(matrix.forgetting())}. {_never_learned(matrix)}",
         "",
         "## Per step",
         "",
@@ -328,6 +328,18 @@ def load_results(path: str | Path) -> tuple[ResultMatrix, dict[str, Any]]:
     return ResultMatrix.from_dict(data["matrix"], source=str(path)), meta
 
 
+def _never_learned(matrix: ResultMatrix) -> str:
+    """One sentence naming the types that never reached the learned floor."""
+    floor = _pct(LEARNED_FLOOR)
+    never = matrix.never_learned()
+    if not never:
+        return f"Every type reached {floor} F1 right after its step (learned)."
+    return (
+        f"Never learned (below {floor} F1 right after their step; left out of forgetting): "
+        f"{', '.join(never)}."
+    )
+
+
 def render_side_by_side(arms: dict[str, ResultMatrix]) -> str:
     """The step x type F1 tables of several runs of one stream in one Markdown table: each cell
     reads ``a / b / ...`` in the order of ``arms``; then the final F1 and the forgetting of each
@@ -361,6 +373,7 @@ def render_side_by_side(arms: dict[str, ResultMatrix]) -> str:
         m = arms[n]
         lines.append(
             f"- **{n}**: final macro F1 {_pct(m.final()['macro'])}, micro "
-            f"{_pct(m.final()['micro'])}; mean forgetting {_pct(m.forgetting())} points"
+            f"{_pct(m.final()['micro'])}; mean forgetting {_pct(m.forgetting())} points; "
+            f"never learned: {', '.join(m.never_learned()) or 'none'}"
         )
     return "\n".join(lines) + "\n"

@@ -13,8 +13,9 @@ import copy
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from diancang.learn.evaluate import evaluate
 from diancang.learn.teacher import TeacherCache
 from diancang.model.features import collate
 from diancang.model.tagger import Tagger, TaggerOutput
+from diancang.model.windows import split_long
 from diancang.strategies.base import (
     StepBatch,
     StepContext,
@@ -242,8 +244,7 @@ class StepRunner:
                 previous = copy.deepcopy(model).eval().requires_grad_(False)
             model.add_labels(step.new_types, self.config.types)
         model.to(self.accelerator.device)
-        pool = list(step.train) if pool is None else pool
-        assignment = [step.index] * len(pool) if assignment is None else assignment
+        step, pool, assignment, hidden = _fit_windows(model, step, pool, assignment, hidden)
         ctxs = []
         for s in self.strategies:
             state = states.get(s.name)
@@ -376,3 +377,38 @@ class StepRunner:
             100 * scores.macro_f1,
         )
         return time.perf_counter() - began, scores.macro_f1
+
+
+def _fit_windows(
+    model: Tagger,
+    step: Step,
+    pool: list[Sentence] | None,
+    assignment: list[int] | None,
+    hidden: list[Sentence] | None,
+) -> tuple[Step, list[Sentence], list[int], list[Sentence] | None]:
+    """The step's training sentences (and ``pool``, ``hidden``) with every sentence longer
+    than the model's ``max_length`` split into windows (:func:`split_long`), logged when any
+    is; ``pool`` and ``assignment`` default to the step's own data."""
+    enc = model.token_encoder
+    budget = enc.max_length - 2
+
+    def count(token: str) -> int:
+        return len(enc.pieces(token))
+
+    train, also, origin = split_long(step.train, count, budget, [] if hidden is None else [hidden])
+    long = [n for n in Counter(origin).values() if n > 1]
+    if long:
+        logger.info(
+            "step %d: %d training sentences longer than max_length %d split into %d windows",
+            step.index + 1,
+            len(long),
+            enc.max_length,
+            sum(long),
+        )
+    step = replace(step, train=train)
+    hidden = also[0] if also else None
+    if pool is None:
+        return step, list(train), [step.index] * len(train), hidden
+    assignment = [step.index] * len(pool) if assignment is None else assignment
+    pool, _, pool_origin = split_long(pool, count, budget)
+    return step, pool, [assignment[i] for i in pool_origin], hidden

@@ -19,6 +19,7 @@ from torch import nn
 
 from diancang import __version__
 from diancang.errors import ConfigError, DiancangError
+from diancang.model import windows
 from diancang.model.crf import CRF
 from diancang.model.features import Encoded, TokenEncoder, collate
 from diancang.model.head import GrowableLinear
@@ -38,6 +39,8 @@ class TaggerSpec:
     labels: list[str] = field(default_factory=lambda: ["O"])
     lang: str = "zh"
     max_length: int = 128
+    #: Tokens shared by neighbouring windows when a longer sentence is tagged in windows.
+    window_overlap: int = 16
     crf: bool = False
     bilstm: bool = False
     lstm_hidden: int = 128
@@ -324,8 +327,19 @@ class Tagger(nn.Module):
     def predict_tags(
         self, sentences: list[list[str]], batch_size: int = 64
     ) -> tuple[list[list[str]], list[list[float]]]:
-        """BIO tags and per-word probabilities of the chosen label; words past ``max_length``
-        get ``O`` with probability 0."""
+        """BIO tags and per-word probabilities of the chosen label, one list per sentence. A
+        sentence longer than ``max_length`` is tagged in overlapping windows and merged back
+        (:mod:`diancang.model.windows`), so every word gets a tag."""
+        enc = self.token_encoder
+        plan, parts = windows.plan(
+            sentences, lambda t: len(enc.pieces(t)), enc.max_length - 2, self.spec.window_overlap
+        )
+        return windows.merge(plan, *self._predict_parts(parts, batch_size))
+
+    def _predict_parts(
+        self, sentences: list[list[str]], batch_size: int
+    ) -> tuple[list[list[str]], list[list[float]]]:
+        """:meth:`predict_tags` of sentences that each fit ``max_length``."""
         was_training = self.training
         self.eval()
         tags: list[list[str]] = []
