@@ -123,6 +123,57 @@ def test_data_stats_on_a_real_dataset():
     assert result.exit_code == 0 and "1350" in result.output.replace(",", "")
 
 
+def _column_file(path, sentences):
+    lines = []
+    for words, tags in sentences:
+        lines += [f"{w} {t}" for w, t in zip(words, tags, strict=True)] + [""]
+    path.write_text("\n".join(lines), "utf-8")
+
+
+EN = [("John lives in Paris".split(), ["B-PER", "O", "O", "B-LOC"])] * 3
+ZH = [(list("张三在北京工作"), ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O", "O"])] * 3
+
+
+def test_data_stats_reads_a_folder_or_files_whole_and_guesses_the_language(tmp_path):
+    folder = tmp_path / "mydata"
+    folder.mkdir()
+    _column_file(folder / "train.char", EN)
+    _column_file(folder / "test.char", EN[:1])
+    result = runner.invoke(app, ["data", "stats", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    assert stats["name"] == "mydata" and stats["lang"] == "en"  # not "train", not "zh"
+    assert list(stats["splits"]) == ["train", "test"]  # no dev cut out of train
+    assert stats["splits"]["train"]["sentences"] == 3
+    # one file, read whole; --dev beside it; a Chinese file is guessed Chinese
+    _column_file(tmp_path / "zh.txt", ZH)
+    _column_file(tmp_path / "zh-dev.txt", ZH[:2])
+    args = ["data", "stats", str(tmp_path / "zh.txt"), "--dev", str(tmp_path / "zh-dev.txt")]
+    stats = json.loads(runner.invoke(app, [*args, "--json"]).output)
+    assert stats["lang"] == "zh" and stats["splits"]["train"]["sentences"] == 3
+    assert stats["splits"]["dev"]["sentences"] == 2
+    # a given --lang is kept, and the scheme is an option
+    result = runner.invoke(app, ["data", "stats", str(folder), "--lang", "zh", "--scheme", "bio"])
+    assert result.exit_code == 0 and "# Dataset mydata (zh)" in result.output
+
+
+def test_data_stats_says_which_files_are_ambiguous_and_counts_long_sentences(tmp_path):
+    _column_file(tmp_path / "a.train", ZH)
+    _column_file(tmp_path / "b.train", ZH)
+    result = runner.invoke(app, ["data", "stats", str(tmp_path)])
+    assert result.exit_code == 2 and "a.train, b.train" in result.output
+    assert "--dev" in result.output and "Traceback" not in result.output
+    long = (list("的" * 10 + "张三在北京工作"), ["O"] * 10 + ZH[0][1])
+    _column_file(tmp_path / "long.txt", [long, ZH[0]])
+    args = ["data", "stats", str(tmp_path / "long.txt"), "--max-length", "12", "--json"]
+    stats = json.loads(runner.invoke(app, args).output)
+    assert stats["long_sentences"]["splits"]["train"] == {
+        "sentences": 1,
+        "mentions": 2,
+        "mentions_past_first_window": 2,  # characters 11-12 and 14-15 against 10 places
+    }
+
+
 def test_every_shipped_config_is_valid():
     from pathlib import Path
 

@@ -47,11 +47,15 @@ def test_split_off_is_seeded_and_order_keeping():
 def test_unknown_preset_and_missing_files(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="unknown dataset preset"):
         load_preset("nope")
-    with pytest.raises(DataError, match=r"wnut17train\.conll: data file missing.*--data\.dir"):
+    with pytest.raises(DataError, match=r"wnut17train\.conll: data file missing.*set data\.dir"):
         load_preset("wnut17", tmp_path)
     monkeypatch.setattr(presets, "default_data_dir", lambda: None)
-    with pytest.raises(DataError, match=r"no data folder.*--data\.dir"):
+    with pytest.raises(DataError, match=r"no data folder.*data\.dir=FOLDER") as err:
         load_preset("conll2003")
+    assert "--data.dir" not in str(err.value)  # no such flag: the hint names the real override
+    from diancang.config import build_config
+
+    assert build_config({}, overrides=[f"data.dir={tmp_path}"]).data.dir == tmp_path
 
 
 def test_msra_missing_package(monkeypatch):
@@ -70,6 +74,20 @@ def test_preset_folder_given_directly_or_as_parent(tmp_path):
     assert len(a.train) == len(b.test) == 1 and a.lang == "en"
 
 
+def test_data_in_another_language_than_set_is_warned_about(tmp_path, caplog):
+    english = tmp_path / "news.txt"
+    english.write_text("John B-PER\nlives O\nin O\nParis B-LOC\n", "utf-8")
+    with caplog.at_level("WARNING", logger="diancang.data"):
+        splits = load_files(english, None, None, lang="zh", split_dev=False)
+    assert splits.name == "news" and splits.lang == "zh"
+    assert "looks English" in caplog.text and "data.lang: en" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="diancang.data"):
+        assert load_files(english, None, None, lang=None, split_dev=False).lang == "en"
+        load_files(english, None, None, lang="en", split_dev=False)
+    assert "looks" not in caplog.text
+
+
 def test_load_files_and_stats(tmp_path):
     train = tmp_path / "train.txt"
     train.write_text(
@@ -79,7 +97,7 @@ def test_load_files_and_stats(tmp_path):
     test.write_text("w0 B-PER\nx O\n\nz I-LOC\n", "utf-8")
     splits = load_files(train, None, test, format="conll", lang="en", seed=2)
     assert (len(splits.train), len(splits.dev), len(splits.test)) == (19, 2, 2)
-    assert splits.notes and splits.name == "train"
+    assert splits.notes and splits.name == tmp_path.name  # "train" names a split, not data
     stats = dataset_stats(splits)
     assert stats["files"][0]["role"] == "train+dev"
     assert stats["files"][1]["tag_sequence_errors"] == 1

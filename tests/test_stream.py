@@ -52,6 +52,14 @@ def test_type_order_default_is_alphabetical_and_given_order_is_kept():
     assert type_order(data, ["b"]) == ["b"]  # a subset is allowed
 
 
+def test_an_order_that_leaves_types_out_warns_naming_them(caplog):
+    data = [sent("a", "b"), sent("c")]
+    with caplog.at_level("WARNING"):
+        assert type_order(data, ["b"]) == ["b"]
+    assert "leaves out 2 of the data's 3 types" in caplog.text
+    assert "a (1 mentions), c (1 mentions)" in caplog.text
+
+
 def test_type_order_rejects_unknown_and_duplicate_types():
     data = [sent("PER", "LOC")]
     with pytest.raises(DiancangError) as err:

@@ -171,31 +171,60 @@ def predict(
 @data_app.command("stats")
 @user_errors
 def data_stats(
-    path: Annotated[str, typer.Argument(help="A preset name, a preset's folder, or a data file.")],
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="A preset name or folder, a folder of train/dev/test files, or a data file."
+        ),
+    ],
+    dev: Annotated[Path | None, typer.Option(help="A dev file to go with a data file.")] = None,
+    test: Annotated[Path | None, typer.Option(help="A test file to go with a data file.")] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of Markdown.")
     ] = False,
     strict: Annotated[bool, typer.Option(help="Fail on the first defect.")] = False,
-    format: Annotated[str, typer.Option(help="File format for a data file.")] = "conll",
-    lang: Annotated[str, typer.Option(help="Language for a data file.")] = "zh",
+    format: Annotated[str, typer.Option(help="File format: conll, cluener or jsonl.")] = "conll",
+    scheme: Annotated[
+        str, typer.Option(help="Tag scheme of column files: auto, bio, iob1, bioes or bmes.")
+    ] = "auto",
+    lang: Annotated[
+        str | None, typer.Option(help="zh or en (default: guessed from the text).")
+    ] = None,
+    max_length: Annotated[
+        int,
+        typer.Option(help="Count the sentences longer than this many sub-tokens (windows)."),
+    ] = 128,
+    encoder: Annotated[
+        str | None,
+        typer.Option(help="Count sub-tokens with this encoder's tokenizer (default: tokens)."),
+    ] = None,
 ) -> None:
-    """Counts (sentences, mentions, types) and every data defect, per split."""
-    from diancang.data.presets import PRESETS, load_files, load_preset
-    from diancang.data.stats import dataset_stats, render_stats_markdown
+    """Counts (sentences, mentions, types), long sentences and every data defect, per split."""
+    from diancang.data.stats import (
+        dataset_stats,
+        load_for_stats,
+        long_sentences,
+        render_stats_markdown,
+    )
 
-    p = Path(path)
-    if p.is_file():
-        splits = load_files(p, None, None, format=format, lang=lang, strict=strict)
-    elif p.is_dir() and p.name in PRESETS:
-        splits = load_preset(p.name, p, strict=strict)
-    elif path in PRESETS:
-        splits = load_preset(path, None, strict=strict)
-    else:
-        raise DiancangError(
-            f"{path!r} is neither a file, nor a preset folder, nor a preset name",
-            fix=f"give a data file or one of {sorted(PRESETS)}",
-        )
+    splits = load_for_stats(
+        path, dev=dev, test=test, format=format, scheme=scheme, lang=lang, strict=strict
+    )
     stats = dataset_stats(splits)
+    count, unit = (lambda _: 1), "tokens" + (" = characters" if splits.lang == "zh" else "")
+    if encoder is not None:
+        from diancang.model.encoder import load_pretrained_encoder
+        from diancang.model.features import TokenEncoder
+
+        probe = TokenEncoder(
+            load_pretrained_encoder(encoder)[1], lang=splits.lang, max_length=max_length
+        )
+        count, unit = (lambda t: len(probe.pieces(t))), f"sub-tokens of {encoder}"
+    stats["long_sentences"] = {
+        "max_length": max_length,
+        "counted_in": unit,
+        "splits": long_sentences(splits, max_length, count),
+    }
     typer.echo(
         json.dumps(stats, ensure_ascii=False, indent=2) if as_json else render_stats_markdown(stats)
     )

@@ -33,6 +33,11 @@ class DataConfig(_Section):
     dir: Path | None = Field(
         None, description="Folder holding the preset's files (default: ../shared/data/<preset>)."
     )
+    name: str | None = Field(
+        None,
+        description="Dataset name in results and reports (default: the preset, or the data "
+        "files' folder when their names only say train/dev/test).",
+    )
     train: Path | None = Field(None, description="Training file (when preset is null).")
     dev: Path | None = Field(None, description="Development file (when preset is null).")
     test: Path | None = Field(None, description="Test file (when preset is null).")

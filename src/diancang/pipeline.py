@@ -64,7 +64,10 @@ def load_data(config: RunConfig) -> DatasetSplits:
             lang=dc.lang,
             strict=dc.strict,
             seed=config.seed,
+            name=dc.name,
         )
+    if dc.name:
+        splits.name = dc.name
     splits.defects.emit()
     return subsample(splits, config)
 

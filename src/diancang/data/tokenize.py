@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from diancang.errors import ConfigError
 
@@ -26,6 +27,37 @@ def tokenize(text: str, lang: str) -> tuple[list[str], list[tuple[int, int]]]:
     else:
         raise ConfigError(f"unknown language {lang!r}", fix=f"use one of {', '.join(LANGS)}")
     return [text[a:b] for a, b in offsets], offsets
+
+
+def _is_cjk(ch: str) -> bool:
+    return "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff"
+
+
+def guess_lang(tokens: Iterable[str], limit: int = 200_000) -> tuple[str | None, str]:
+    """``(lang, evidence)`` from the first ``limit`` characters of ``tokens``: ``zh`` when at
+    least 30% of the letters are CJK characters, ``en`` when under 5% are and most letters are
+    Latin, else None (mixed or neither)."""
+    cjk = latin = 0
+    seen = 0
+    for tok in tokens:
+        for ch in tok:
+            if _is_cjk(ch):
+                cjk += 1
+            elif ch.isascii() and ch.isalpha():
+                latin += 1
+        seen += len(tok)
+        if seen >= limit:
+            break
+    letters = cjk + latin
+    if not letters:
+        return None, "no letters"
+    share = cjk / letters
+    evidence = f"{share:.0%} of {letters:,} letters are CJK characters"
+    if share >= 0.3:
+        return "zh", evidence
+    if share < 0.05:
+        return "en", evidence
+    return None, evidence
 
 
 def align_tokens(text: str, tokens: list[str]) -> list[tuple[int, int]] | None:

@@ -18,7 +18,7 @@ def read_text(path: str | Path, log: DefectLog) -> str:
     """
     p = Path(path)
     if not p.exists():
-        raise DataError("file not found", path=p, fix="check the path (or --data.dir)")
+        raise DataError("file not found", path=p, fix="check the path (or the data.dir setting)")
     if not p.is_file():
         raise DataError("not a file", path=p, fix="give the path of a data file, not a folder")
     data = p.read_bytes()
