@@ -51,6 +51,18 @@ def test_run_writes_results_model_and_config(demo_run):
     assert len(results["matrix"]["micro"]) == len(saved["types"]) - 1  # FG-2-PG-1
 
 
+def test_without_a_terminal_a_run_logs_each_epoch_and_the_scoring(tmp_path, caplog):
+    args = [*TINY, "train.epochs=2", "stream.max_steps=2", f"output_dir={tmp_path / 'r'}"]
+    with caplog.at_level("INFO", logger="diancang"):
+        result = runner.invoke(app, ["run", "--compare", "", "--", *args])
+    assert result.exit_code == 0, result.output
+    lines = caplog.messages
+    assert any(m.startswith("step 1/2 epoch 1/2: mean loss") for m in lines), lines
+    assert any(m.startswith("step 2/2 epoch 2/2: mean loss") for m in lines), lines
+    assert "step 2/2: scoring test: 10 sentences" in lines
+    assert any(m.startswith("step 2/2: micro") and "%" in m for m in lines)
+
+
 def test_predict_json_chinese_and_english(demo_run):
     result = runner.invoke(
         app, ["predict", str(demo_run / "model"), "张三在北京工作", "Alice flew to Paris"]

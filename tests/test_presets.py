@@ -205,3 +205,12 @@ def test_real_msra_demo():
     assert {sp.label for s in splits.train for sp in s.spans} == {"PER", "LOC", "ORG"}
     train_keys = {(s.source.path, s.source.line) for s in splits.train}
     assert not train_keys & {(s.source.path, s.source.line) for s in splits.dev}
+
+
+def test_data_name_names_the_dataset_in_results():
+    from diancang.config import build_config
+    from diancang.pipeline import load_data
+
+    config = build_config({"data": {"preset": "demo", "name": "my-shop"}})
+    assert load_data(config).name == "my-shop"
+    assert load_data(build_config({"data": {"preset": "demo"}})).name == "demo"

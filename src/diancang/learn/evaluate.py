@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from diancang.data.record import Sentence, spans_to_bio
 from diancang.evaluation.matrix import ResultMatrix
 from diancang.evaluation.metrics import Scores, entity_scores
 from diancang.model.tagger import Tagger
 from diancang.stream import TaskStream
+
+logger = logging.getLogger("diancang.learn")
 
 
 def _gold(sentences: list[Sentence], types: list[str]) -> list[list[str]]:
@@ -17,10 +21,18 @@ def _gold(sentences: list[Sentence], types: list[str]) -> list[list[str]]:
 
 
 def evaluate(
-    model: Tagger, sentences: list[Sentence], types: list[str], batch_size: int = 64
+    model: Tagger,
+    sentences: list[Sentence],
+    types: list[str],
+    batch_size: int = 64,
+    progress: str | None = None,
 ) -> Scores:
-    """Strict micro/macro/per-type F1 of ``model`` on ``sentences``, gold kept to ``types``."""
-    pred, _ = model.predict_tags([s.tokens for s in sentences], batch_size=batch_size)
+    """Strict micro/macro/per-type F1 of ``model`` on ``sentences``, gold kept to ``types``.
+    ``progress`` labels a progress bar (terminal only) and a log line."""
+    if progress:
+        logger.info("%s: %d sentences", progress, len(sentences))
+    tokens = [s.tokens for s in sentences]
+    pred, _ = model.predict_tags(tokens, batch_size=batch_size, progress=progress)
     # A prediction of a type outside ``types`` cannot be right here; it stays (a false positive).
     return entity_scores(_gold(sentences, types), pred, types)
 
@@ -37,7 +49,7 @@ def score_stream(model: Tagger, stream: TaskStream, batch_size: int = 64) -> Res
     if missing:
         raise ValueError(f"the model does not know the stream's types {missing}")
     test = stream.steps[-1].test  # the whole test set with every type
-    pred, _ = model.predict_tags([s.tokens for s in test], batch_size=batch_size)
+    pred, _ = model.predict_tags([s.tokens for s in test], batch_size, "scoring test")
     rows = [entity_scores(_gold(test, st.seen_types), pred, st.seen_types) for st in stream.steps]
     return ResultMatrix(
         step_types=[st.new_types for st in stream.steps],

@@ -85,6 +85,7 @@ class Learner(StepRunner):
         cfg_dict = self.config.model_dump(mode="json")
         progress = Progress(config=cfg_dict) if restart else load_progress(self.out, cfg_dict)
         steps = self.stream.steps[: self.config.stream.max_steps]
+        self.steps_total = len(steps)
         model: Tagger | None = None
         states: dict[str, StrategyState | None] = {s.name: None for s in self.strategies}
         blobs = Blobs(self.out / "work" / "blobs")
@@ -115,7 +116,11 @@ class Learner(StepRunner):
             model, states = result.model, result.states
             if self.is_main:
                 scores = evaluate(
-                    model, step.test, step.seen_types, self.config.train.eval_batch_size
+                    model,
+                    step.test,
+                    step.seen_types,
+                    self.config.train.eval_batch_size,
+                    f"step {step.index + 1}/{len(steps)}: scoring {self.config.data.score_on}",
                 )
                 progress.results.append(scores.to_dict())
                 progress.seconds.append(result.seconds)
@@ -129,7 +134,7 @@ class Learner(StepRunner):
                 save_version(folder, model, cfg_dict, step.index, self.strategies, states, blobs)
                 save_progress(self.out, progress)
                 logger.info(
-                    "step %d of %d: micro %.1f%% macro %.1f%% (%.1fs training)",
+                    "step %d/%d: micro %.1f%% macro %.1f%% (%.1fs training)",
                     step.index + 1,
                     len(steps),
                     100 * scores.f1,

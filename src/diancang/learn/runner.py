@@ -119,6 +119,8 @@ class StepRunner:
         self.strategies = strategies
         self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         self.epoch_scores: list[dict[str, Any]] = []
+        #: Steps in the whole run, when known (progress reads "step 2/5").
+        self.steps_total: int | None = None
         #: ``on_batch(done, total, desc)``: called after every batch (jobs report progress).
         self.on_batch: Callable[[int, int, str], None] | None = None
 
@@ -196,6 +198,8 @@ class StepRunner:
         bar = tqdm(total=total, desc=desc, disable=None if show else True, leave=False)
         done = 0
         for epoch in range(epochs):
+            bar.set_description(f"{desc} epoch {epoch + 1}/{epochs}")
+            began, losses = time.perf_counter(), []
             for batch in loader:
                 loss = loss_fn(wrapped, batch)
                 acc.backward(loss)
@@ -205,11 +209,21 @@ class StepRunner:
                 opt.zero_grad()
                 if after_update is not None:
                     after_update()
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                losses.append(loss.item())
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
                 bar.update(1)
                 done += 1
                 if self.on_batch is not None:
                     self.on_batch(done, total, desc)
+            if bar.disable and self.is_main:  # no bar (not a terminal): a line per epoch
+                logger.info(
+                    "%s epoch %d/%d: mean loss %.3f (%.0fs)",
+                    desc,
+                    epoch + 1,
+                    epochs,
+                    sum(losses) / max(1, len(losses)),
+                    time.perf_counter() - began,
+                )
             if after_epoch is not None:
                 stop = after_epoch(epoch)
                 wrapped.train()
@@ -313,7 +327,7 @@ class StepRunner:
             epochs=tc.epochs,
             lr=tc.lr,
             head_lr=tc.head_lr,
-            desc=f"step {ctx.step.index + 1}",
+            desc=f"step {ctx.step.index + 1}{f'/{self.steps_total}' if self.steps_total else ''}",
             after_update=after_update,
             after_epoch=after_epoch,
         )

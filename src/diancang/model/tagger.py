@@ -325,26 +325,31 @@ class Tagger(nn.Module):
 
     @torch.no_grad()
     def predict_tags(
-        self, sentences: list[list[str]], batch_size: int = 64
+        self, sentences: list[list[str]], batch_size: int = 64, progress: str | None = None
     ) -> tuple[list[list[str]], list[list[float]]]:
         """BIO tags and per-word probabilities of the chosen label, one list per sentence. A
         sentence longer than ``max_length`` is tagged in overlapping windows and merged back
-        (:mod:`diancang.model.windows`), so every word gets a tag."""
+        (:mod:`diancang.model.windows`), so every word gets a tag. ``progress``: the label of
+        a progress bar (shown on a terminal only)."""
         enc = self.token_encoder
         plan, parts = windows.plan(
             sentences, lambda t: len(enc.pieces(t)), enc.max_length - 2, self.spec.window_overlap
         )
-        return windows.merge(plan, *self._predict_parts(parts, batch_size))
+        return windows.merge(plan, *self._predict_parts(parts, batch_size, progress))
 
     def _predict_parts(
-        self, sentences: list[list[str]], batch_size: int
+        self, sentences: list[list[str]], batch_size: int, progress: str | None
     ) -> tuple[list[list[str]], list[list[float]]]:
         """:meth:`predict_tags` of sentences that each fit ``max_length``."""
+        from tqdm.auto import tqdm
+
         was_training = self.training
         self.eval()
         tags: list[list[str]] = []
         probs: list[list[float]] = []
-        for lo in range(0, len(sentences), batch_size):
+        starts = range(0, len(sentences), batch_size)
+        bar = tqdm(starts, desc=progress, leave=False, disable=None if progress else True)
+        for lo in bar:
             chunk = sentences[lo : lo + batch_size]
             batch = self.batch(chunk)
             out = self(**batch)
