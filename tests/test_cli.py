@@ -142,7 +142,7 @@ def _column_file(path, sentences):
     path.write_text("\n".join(lines), "utf-8")
 
 
-EN = [("John lives in Paris".split(), ["B-PER", "O", "O", "B-LOC"])] * 3
+EN = [(["John", "lives", "in", "Paris"], ["B-PER", "O", "O", "B-LOC"])] * 3
 ZH = [(list("张三在北京工作"), ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O", "O"])] * 3
 
 

@@ -43,3 +43,7 @@ class DataError(DiancangError):
 
 class ConfigError(DiancangError):
     """A configuration file or override is invalid."""
+
+
+class NotFound(DiancangError):
+    """Something the user named does not exist (an unknown version id); HTTP answers 404."""

@@ -29,7 +29,7 @@ from typing import Any
 
 from diancang.archive import db
 from diancang.archive.blobs import STALE_TMP_S, BlobStore
-from diancang.errors import DataError, DiancangError
+from diancang.errors import DataError, DiancangError, NotFound
 
 STATUSES = ("candidate", "live", "retired")
 
@@ -138,7 +138,7 @@ class Archive:
 
     def _check_id(self, con: sqlite3.Connection, id: int, what: str = "version") -> None:
         if con.execute("SELECT 1 FROM versions WHERE id = ?", (id,)).fetchone() is None:
-            raise DiancangError(
+            raise NotFound(
                 f"no {what} {id} in the archive (versions: {_id_list(self._ids(con))})",
                 path=self.root,
                 fix="use one of the listed version ids",

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from diancang.archive import Archive, GateConfig
-from diancang.errors import DiancangError
+from diancang.errors import DiancangError, NotFound
 from diancang.model.tagger import Tagger
 from diancang.service.runtime import Batcher, Job, JobRunner, LiveModel
 
@@ -54,6 +55,13 @@ class ServiceConfig(BaseModel):
     gate: GateConfig = Field(
         default_factory=lambda: GateConfig(), description="The promotion gate."
     )
+    max_new_types: int = Field(default=20, ge=1, description="Most new types in one upload.")
+    watch_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        description="How often the archive's live version is checked (promotions made by "
+        "the command line or another process are served after at most this long plus a load).",
+    )
     learn: dict[str, Any] = Field(
         default_factory=dict,
         description="Run-config overrides for learning jobs, e.g. {strategies: [cpfd]}.",
@@ -71,7 +79,7 @@ class RecognizeRequest(BaseModel):
 class PromoteRequest(BaseModel):
     """Promotion options."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     force: bool = Field(
         default=False, description="Promote even if the gate rejected the candidate."
     )
@@ -93,12 +101,24 @@ def create_app(config: ServiceConfig) -> FastAPI:
         if version is not None and (live.current is None or live.current[0] != version.id):
             live.swap(version.id, _load(archive, version.id))
 
+    async def watch() -> None:
+        """Follow the archive's live version: a promotion or rollback made elsewhere (the
+        command line, another process) is served within ``watch_seconds`` plus a load."""
+        while True:
+            await asyncio.sleep(config.watch_seconds)
+            try:
+                await asyncio.to_thread(load_live)
+            except Exception:  # keep serving what we have; try again next time
+                logger.exception("could not load the archive's live version")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         archive.clean_scratch()  # working folders a killed server or job left behind
         await asyncio.to_thread(load_live)
         await batcher.start()
+        watcher = asyncio.create_task(watch())
         yield
+        watcher.cancel()
         await batcher.stop()
 
     app = FastAPI(
@@ -117,9 +137,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
     def authorized(request: Request) -> None:
         if not config.token:
             raise HTTPException(403, "mutating endpoints are disabled: the service has no token")
-        given = request.headers.get("authorization", "")
-        expected = f"Bearer {config.token}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), config.token.encode()
+        ):
             raise HTTPException(401, "missing or wrong bearer token")
 
     async def body(request: Request, limit: int) -> bytes:
@@ -133,9 +154,15 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 raise HTTPException(413, f"body is over the limit of {limit} bytes")
         return data
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, err: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_text(err)}, status_code=422)
+
     @app.exception_handler(DiancangError)
     async def user_error(request: Request, err: DiancangError) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=422)
+        return JSONResponse(
+            {"detail": public(err)}, status_code=404 if isinstance(err, NotFound) else 422
+        )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
@@ -189,10 +216,14 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     @app.get("/v1/versions")
     async def versions() -> dict[str, Any]:
+        """Every version; ``live`` is the archive's (the one fact), ``serving`` the version this
+        process answers with (the same, or the previous one for the moment a switch takes)."""
         current = live.current
+        listed = await asyncio.to_thread(archive.versions)
         return {
-            "live": current[0] if current else None,
-            "versions": [_summary(v.to_dict()) for v in archive.versions()],
+            "live": next((v.id for v in listed if v.status == "live"), None),
+            "serving": current[0] if current else None,
+            "versions": [_summary(v.to_dict()) for v in listed],
         }
 
     @app.get("/v1/versions/{a}/diff/{b}")
@@ -207,12 +238,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
         base = archive.live()
         if base is None:
             raise HTTPException(409, "no live version to learn from")
-        lang = _lang(archive, base.id)  # the tagger's own language, not the data section's
         folder = archive.new_scratch("upload")
         path = folder / f"upload.{format}"
         path.write_bytes(raw)
         try:
-            await asyncio.to_thread(_check_upload, path, format, lang)
+            await asyncio.to_thread(_check_upload, archive, base.id, path, format, config)
         except HTTPException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -234,6 +264,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 gate=config.gate,
                 data_format=fmt,
                 progress=note,
+                max_new_types=config.max_new_types,
             )
         finally:
             shutil.rmtree(path.parent, ignore_errors=True)
@@ -283,15 +314,35 @@ def _summary(v: dict[str, Any]) -> dict[str, Any]:
     return {k: val for k, val in v.items() if k != "config"}
 
 
-def _check_upload(path: Path, fmt: str, lang: str) -> None:
-    """Parse the upload strictly now, so a bad line is a 422 that names it, not a failed job."""
+def _check_upload(
+    archive: Archive, version: int, path: Path, fmt: str, config: ServiceConfig
+) -> None:
+    """Parse the upload strictly and check that it is learnable now
+    (:func:`~diancang.incremental.check_upload`), so a bad upload is a 422 that names its line,
+    not a job that fails later. Read in the language of the version's tagger."""
     from diancang.data.presets import load_files
+    from diancang.incremental import check_upload
 
+    lang = _lang(archive, version)  # the tagger's own language, not the data section's
+    known = archive.get(version).types
     try:
         sentences = load_files(None, None, path, format=fmt, lang=lang, strict=True).test
-    except DiancangError as err:  # name the upload, not the server's temporary path
-        raise HTTPException(
-            422, f"upload rejected: {str(err).replace(str(path), 'upload')}"
-        ) from None
-    if not sentences:
-        raise HTTPException(422, "upload rejected: no sentences in the file")
+        check_upload(sentences, known, version, max_new_types=config.max_new_types)
+    except DiancangError as err:
+        raise HTTPException(422, f"upload rejected: {public(err)}") from None
+
+
+def public(err: DiancangError) -> str:
+    """An error as a client may read it: the line, what and how to fix, never a server path."""
+    where = f"line {err.line}: " if err.line is not None else ""
+    return where + err.what.rstrip(".") + "." + (f" Fix: {err.fix.rstrip('.')}." if err.fix else "")
+
+
+def _validation_text(err: RequestValidationError) -> str:
+    """FastAPI's list of validation errors as one sentence (every error's ``detail`` is a
+    string)."""
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg")))
+    return "invalid request: " + "; ".join(parts)
