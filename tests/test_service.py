@@ -141,6 +141,11 @@ def test_bad_upload_names_its_line(archive_dir, tmp_path):
         assert r.status_code == 422 and "line 2:" in r.json()["detail"]
 
 
+def say_lang(path, fmt, lang, *rest):
+    """Stands in for the upload check (in the checking process): names the language."""
+    return f"read as {lang}", 0
+
+
 def test_uploads_are_read_in_the_language_of_the_versions_tagger(
     archive_dir, tmp_path, monkeypatch
 ):
@@ -148,24 +153,16 @@ def test_uploads_are_read_in_the_language_of_the_versions_tagger(
     its default): the service must read an upload as the tagger reads text."""
     import sqlite3
 
-    from fastapi import HTTPException
-
     root = fresh_copy(archive_dir, tmp_path)
     with sqlite3.connect(root / "archive.sqlite3") as con:  # a config that says en, a zh tagger
         (raw,) = con.execute("SELECT config FROM versions WHERE id = 1").fetchone()
         config = json.loads(raw)
         config["data"]["lang"] = "en"
         con.execute("UPDATE versions SET config = ? WHERE id = 1", (json.dumps(config),))
-    seen: list[str] = []
-
-    def read(*args, lang, **kwargs):
-        seen.append(lang)
-        raise HTTPException(422, "stop here")
-
-    monkeypatch.setattr("diancang.data.presets.load_files", read)
+    monkeypatch.setattr("diancang.service.app.check_upload_file", say_lang)
     with client(root) as c:
         r = c.post("/v1/jobs", content=upload(tmp_path, ["ORG"]).read_bytes(), headers=AUTH)
-    assert r.status_code == 422 and seen == ["zh"]
+    assert r.status_code == 422 and r.json()["detail"] == "upload rejected: read as zh"
     assert not list((root / "scratch").iterdir())  # the rejected upload's folder is gone
 
 

@@ -124,3 +124,162 @@ def test_a_promotion_from_the_command_line_reaches_the_running_service(
         while c.get("/healthz").json()["version"] != 1:
             assert time.monotonic() - began < 1.0, "the rollback did not reach the service"
             time.sleep(0.02)
+
+
+def _wait(c, job_id: int, until, seconds: float = 120.0) -> dict:
+    began = time.monotonic()
+    while not until(job := c.get(f"/v1/jobs/{job_id}").json()):
+        assert time.monotonic() - began < seconds, job
+        time.sleep(0.05)
+    return job
+
+
+def test_jobs_are_listed_move_per_batch_and_can_be_cancelled(archive_dir, tmp_path):  # noqa: F811
+    from fastapi.testclient import TestClient
+
+    from diancang.service.app import ServiceConfig, create_app
+
+    root = fresh_copy(archive_dir, tmp_path)
+    config = ServiceConfig(archive=root, token="s3cret", learn={"train": {"epochs": 200}})
+    with TestClient(create_app(config)) as c:
+        data = upload(tmp_path, ["ORG"]).read_bytes()
+        first = c.post("/v1/jobs", content=data, headers=AUTH).json()
+        second = c.post("/v1/jobs", content=data, headers=AUTH).json()
+        assert first["sentences"] == 40 and second["job"] == first["job"] + 1
+        r = c.delete(f"/v1/jobs/{second['job']}", headers=AUTH)
+        assert r.json()["status"] == "cancelled"  # queued: at once
+        seen = set()
+        job = _wait(c, first["job"], lambda j: j["status"] == "running" and j["progress"] > 0.1)
+        for _ in range(40):
+            seen.add(c.get(f"/v1/jobs/{first['job']}").json()["progress"])
+            time.sleep(0.02)
+        assert len(seen) >= 2, "the progress did not move between batches"
+        assert c.delete(f"/v1/jobs/{first['job']}").status_code == 401
+        c.delete(f"/v1/jobs/{first['job']}", headers=AUTH)
+        job = _wait(c, first["job"], lambda j: j["status"] not in ("queued", "running"))
+        assert job["status"] == "cancelled" and job["error"] == "cancelled while running"
+        listed = c.get("/v1/jobs").json()["jobs"]
+        assert [j["id"] for j in listed] == [second["job"], first["job"]]
+        assert c.get("/v1/jobs/999").status_code == 404
+        assert [v["id"] for v in c.get("/v1/versions").json()["versions"]] == [1]
+    assert not list((root / "scratch").iterdir())  # both uploads removed
+
+
+def test_a_job_survives_kill_9_of_the_server_as_failed_and_its_scratch_goes(
+    archive_dir,  # noqa: F811
+    tmp_path,
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.test_service import free_port
+
+    root = fresh_copy(archive_dir, tmp_path)
+
+    def start() -> tuple[subprocess.Popen, str]:
+        port = free_port()
+        cmd = [sys.executable, "-m", "diancang.cli", "serve", "--archive", str(root)]
+        cmd += ["--port", str(port), "--learn-epochs", "300"]
+        env = {**os.environ, "DIANCANG_TOKEN": "s3cret"}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    return proc, base
+            except httpx.TransportError:
+                time.sleep(0.1)
+        proc.kill()
+        raise AssertionError(proc.stderr.read().decode() if proc.stderr else "no server")
+
+    proc, base = start()
+    try:
+        with httpx.Client(base_url=base, headers=AUTH, timeout=30) as h:
+            job = h.post("/v1/jobs", content=upload(tmp_path, ["ORG"]).read_bytes()).json()
+            began = time.monotonic()
+            while h.get(f"/v1/jobs/{job['job']}").json()["status"] != "running":
+                assert time.monotonic() - began < 60
+                time.sleep(0.05)
+            assert list((root / "scratch").iterdir())  # the upload and the step at work
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    proc, base = start()
+    try:
+        with httpx.Client(base_url=base, headers=AUTH, timeout=30) as h:
+            after = h.get(f"/v1/jobs/{job['job']}").json()
+            assert after["status"] == "failed" and after["error"].startswith("interrupted")
+            assert not list((root / "scratch").iterdir())
+            again = h.post("/v1/jobs", content=upload(tmp_path, ["ORG"]).read_bytes()).json()
+            assert again["job"] == job["job"] + 1  # ids are never given twice
+            h.delete(f"/v1/jobs/{again['job']}")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_large_upload_neither_stalls_requests_nor_trains_unbounded(
+    archive_dir,  # noqa: F811
+    tmp_path,
+):
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from diancang.service.app import ServiceConfig, create_app
+    from tests.test_service import free_port
+
+    root = fresh_copy(archive_dir, tmp_path)
+    big = tmp_path / "big.jsonl"
+    write_jsonl(big, [s.keep_types(["ORG"]) for s in toy_sentences(60_000, seed=5)])
+    config = ServiceConfig(
+        archive=root, token="s3cret", max_job_sentences=500, learn={"train": {"epochs": 1}}
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="error")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    answer: dict = {}
+
+    def send() -> None:
+        with httpx.Client(base_url=base, headers=AUTH, timeout=120) as h:
+            answer.update(h.post("/v1/jobs", content=big.read_bytes()).json())
+
+    try:
+        sender = threading.Thread(target=send)
+        sender.start()
+        slowest = 0.0
+        with httpx.Client(base_url=base, timeout=30) as h:
+            while sender.is_alive():
+                began = time.monotonic()
+                assert h.post("/v1/recognize", json={"text": "张三在北京"}).status_code == 200
+                slowest = max(slowest, time.monotonic() - began)
+                time.sleep(0.05)
+            sender.join()
+            assert answer["sentences"] == 60_000, answer
+            assert slowest < 1.0, f"a request waited {slowest:.1f}s while the upload was read"
+            began = time.monotonic()
+            while (job := h.get(f"/v1/jobs/{answer['job']}").json())["status"] in (
+                "queued",
+                "running",
+            ):
+                assert time.monotonic() - began < 120, job
+                time.sleep(0.2)
+        assert any("seeded 500 of 60,000 sentences" in line for line in job["log"]), job
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -16,6 +16,12 @@ ARCHIVE = Annotated[Path, typer.Option(help="The archive folder.")]
 DEFAULT_ARCHIVE = Path("runs/archive")
 
 
+def _say(fraction: float, message: str | None) -> None:
+    """A learning job's progress on the terminal: its log lines (not every batch)."""
+    if message:
+        typer.echo(message)
+
+
 def _echo(data: Any) -> None:
     typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
@@ -49,7 +55,7 @@ def register(app: typer.Typer, user_errors: Any) -> None:
         store = Archive(archive)
         if store.live() is None:
             typer.echo("building the first version (a few minutes on 2 CPU cores)...")
-            outcome = bootstrap(store, _demo_config(epochs), progress=lambda f, m: typer.echo(m))
+            outcome = bootstrap(store, _demo_config(epochs), progress=_say)
             _echo({"version": outcome.version.id, "metrics": outcome.version.metrics})
         if serve:
             _serve(archive, host, port, {"train": {"epochs": learn_epochs}})
@@ -66,8 +72,18 @@ def register(app: typer.Typer, user_errors: Any) -> None:
         learn_strategies: Annotated[
             str | None, typer.Option(help="Comma list of strategies for learning jobs.")
         ] = None,
+        create: Annotated[
+            bool, typer.Option(help="Start an empty archive when the folder holds none.")
+        ] = False,
     ) -> None:
         """Serve the archive's live version over HTTP (token: DIANCANG_TOKEN)."""
+        if not create and not (archive / "archive.sqlite3").is_file():
+            raise DiancangError(
+                "no archive here" + (" (it is a file)" if archive.is_file() else ""),
+                path=archive,
+                fix="give the folder of an archive (`diancang demo` makes one), or pass "
+                "--create to start an empty one",
+            )
         learn: dict[str, Any] = {}
         if learn_epochs is not None:
             learn["train"] = {"epochs": learn_epochs}
@@ -122,7 +138,7 @@ def register(app: typer.Typer, user_errors: Any) -> None:
             from_version=from_version,
             overrides=overrides,
             data_format=format,
-            progress=lambda f, m: typer.echo(m),
+            progress=_say,
         )
         if promote and outcome.decision["accepted"]:
             store.promote(outcome.version.id)

@@ -13,7 +13,6 @@ asked for when the gate accepts).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,10 @@ from typing import Any
 
 from diancang.archive import Archive, GateConfig, Version, decide
 from diancang.config import RunConfig, build_config
+from diancang.data.checks import check_upload
 from diancang.data.presets import load_files, split_off
 from diancang.data.record import Sentence
 from diancang.data.writers import write_jsonl
-from diancang.errors import DataError
 from diancang.learn.blobs import Blobs
 from diancang.learn.evaluate import evaluate
 from diancang.learn.runner import StepRunner, seed_everything
@@ -36,8 +35,9 @@ from diancang.stream import Step
 
 logger = logging.getLogger("diancang.incremental")
 
-#: ``progress(fraction, message)`` callbacks let a job report where it is.
-Progress = Callable[[float, str], None]
+#: ``progress(fraction, message)`` callbacks let a job report where it is; ``message`` is None
+#: when only the fraction moved (every training batch).
+Progress = Callable[[float, str | None], None]
 
 
 @dataclass
@@ -69,7 +69,7 @@ def _train_and_register(
     if base is not None:
         states, read = continue_from(archive.model_dir(base.id), built, f"version {base.id}")
     runner = StepRunner(config, built)
-    runner.on_batch = lambda done, total, desc: _every_tenth(note, done, total, desc)
+    runner.on_batch = lambda done, total, desc: _per_batch(note, done, total, desc)
     with archive.scratch("step") as tmp:
         blobs = Blobs(tmp / "blobs", read)
         seed_everything(config.seed + step.index)
@@ -95,58 +95,11 @@ def _train_and_register(
     return StepOutcome(version, decision)
 
 
-#: The fewest sentences an upload may have: a fifth goes to the new types' dev set.
-MIN_SENTENCES = 5
-#: A type name: a letter, then up to 63 letters, digits, ``_``, ``.`` or ``-``.
-TYPE_NAME = re.compile(r"[^\W\d_][\w.\-]{0,63}")
-_TAG_LIKE = re.compile(r"[BIESMLU]-", re.IGNORECASE)
-
-
-def check_upload(
-    sentences: list[Sentence], known: list[str], version: int, *, max_new_types: int
-) -> list[str]:
-    """The new types of an upload, once it is shown to be learnable: every type name valid
-    (:data:`TYPE_NAME`, not ``O``, not a tag such as ``B-PER``), at least one type the version
-    lacks, at most ``max_new_types`` new ones, at least :data:`MIN_SENTENCES` sentences. Each
-    failure is a :class:`DataError` naming the line, so a service refuses it before a job."""
-    for s in sentences:
-        for sp in s.spans:
-            name = sp.label
-            if TYPE_NAME.fullmatch(name) and name != "O" and not _TAG_LIKE.match(name):
-                continue
-            shown = name if len(name) <= 40 else name[:40] + "..."
-            raise DataError(
-                f"type name {shown!r} is not allowed",
-                path=s.source.path if s.source else None,
-                line=s.source.line if s.source else None,
-                fix="a type name is 1-64 letters, digits, '_', '.' or '-' starting with a "
-                "letter, and neither O nor a tag such as B-PER",
-            )
-    new = sorted({sp.label for s in sentences for sp in s.spans} - set(known))
-    if not new:
-        raise DataError(
-            f"the data names no type that version {version} lacks "
-            f"(it knows {', '.join(known)})",
-            fix="annotate the new types' mentions in the uploaded sentences",
-        )
-    if len(new) > max_new_types:
-        raise DataError(
-            f"{len(new)} new types in one upload ({', '.join(new[:5])}, ...); at most "
-            f"{max_new_types} a step",
-            fix="upload fewer types at a time",
-        )
-    if len(sentences) < MIN_SENTENCES:
-        raise DataError(
-            f"{len(sentences)} sentences are too few to train and check a new type",
-            fix=f"upload at least {MIN_SENTENCES} annotated sentences",
-        )
-    return new
-
-
-def _every_tenth(note: Progress, done: int, total: int, desc: str) -> None:
-    """Report training progress at every tenth of the batches (training is 0.1 to 0.8)."""
-    if done == total or done % max(1, total // 10) == 0:
-        note(0.1 + 0.7 * done / total, f"training ({desc}): {done} of {total} batches")
+def _per_batch(note: Progress, done: int, total: int, desc: str) -> None:
+    """Move the progress with every batch (training is 0.1 to 0.8); a log line every tenth."""
+    tenth = done == total or done % max(1, total // 10) == 0
+    message = f"training ({desc}): {done} of {total} batches" if tenth else None
+    note(0.1 + 0.7 * done / total, message)
 
 
 def _score(
@@ -217,6 +170,7 @@ def learn_step(
     data_format: str = "jsonl",
     progress: Progress | None = None,
     max_new_types: int = 20,
+    max_sentences: int | None = None,
 ) -> StepOutcome:
     """Learn the new types annotated in ``data`` on top of ``from_version`` (default: the live
     version), carrying its strategies' state; register the candidate with the gate's decision.
@@ -242,6 +196,9 @@ def learn_step(
         None, None, Path(data), format=data_format, lang=teacher.spec.lang, seed=config.seed
     ).test
     new_types = check_upload(sentences, teacher.types, base.id, max_new_types=max_new_types)
+    if max_sentences is not None and len(sentences) > max_sentences:
+        note(0.05, f"training on a seeded {max_sentences:,} of {len(sentences):,} sentences")
+        sentences = split_off(sentences, max_sentences / len(sentences), config.seed)[1]
     train, dev = split_off(sentences, 0.2, config.seed)
     note(0.1, f"learning {', '.join(new_types)} from {len(train)} sentences")
     index = read_record(folder).step + 1

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from diancang.errors import DiancangError
 
-SCHEMA_VERSION = 1
+#: 1: versions, files, datasets, events; 2: jobs. Every statement is ``IF NOT EXISTS``, so
+#: opening an older archive adds what it lacks.
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 30.0
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS versions (
@@ -38,6 +40,13 @@ _SCHEMA = [
         id INTEGER PRIMARY KEY, time TEXT NOT NULL, kind TEXT NOT NULL,
         version INTEGER, detail TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS events_version ON events(version, kind)",
+    # AUTOINCREMENT: a job id is never given twice, even across restarts.
+    """CREATE TABLE IF NOT EXISTS jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed',
+            'cancelled')),
+        progress REAL NOT NULL, log TEXT NOT NULL, result TEXT, error TEXT,
+        created TEXT NOT NULL, updated TEXT NOT NULL)""",
 ]
 
 

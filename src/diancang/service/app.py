@@ -13,7 +13,9 @@ import asyncio
 import hmac
 import json
 import logging
+import multiprocessing
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from pathlib import Path
@@ -25,9 +27,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from diancang.archive import Archive, GateConfig
+from diancang.archive.jobs import JobStore
+from diancang.data.checks import check_upload_file, public
 from diancang.errors import DiancangError, NotFound
 from diancang.model.tagger import Tagger
-from diancang.service.runtime import Batcher, Job, JobRunner, LiveModel
+from diancang.service.jobs import Job, JobRunner
+from diancang.service.runtime import Batcher, LiveModel
 
 logger = logging.getLogger("diancang.service")
 
@@ -56,6 +61,12 @@ class ServiceConfig(BaseModel):
         default_factory=lambda: GateConfig(), description="The promotion gate."
     )
     max_new_types: int = Field(default=20, ge=1, description="Most new types in one upload.")
+    max_job_sentences: int = Field(
+        default=20_000,
+        ge=5,
+        description="Most sentences a learning job trains on; a larger upload is subsampled "
+        "(seeded, said in the job's log).",
+    )
     watch_seconds: float = Field(
         default=0.25,
         gt=0,
@@ -94,7 +105,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
     archive = Archive(config.archive)
     live = LiveModel()
     batcher = Batcher(live, config.max_batch, config.max_wait_ms)
-    jobs = JobRunner()
+    jobs = JobRunner(JobStore(archive.db_path))
+    # Uploads are parsed in another process: a large one never stalls requests here.
+    checker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
 
     def load_live() -> None:
         version = archive.live()
@@ -119,6 +132,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         watcher = asyncio.create_task(watch())
         yield
         watcher.cancel()
+        checker.shutdown(wait=False, cancel_futures=True)
         await batcher.stop()
 
     app = FastAPI(
@@ -234,6 +248,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def submit(
         request: Request, format: Literal["jsonl", "conll"] = "jsonl"
     ) -> dict[str, Any]:
+        """Learn the new types of an uploaded file (checked before the 202: every problem is a
+        422 naming its line)."""
         raw = await body(request, config.max_upload_bytes)
         base = archive.live()
         if base is None:
@@ -241,41 +257,61 @@ def create_app(config: ServiceConfig) -> FastAPI:
         folder = archive.new_scratch("upload")
         path = folder / f"upload.{format}"
         path.write_bytes(raw)
-        try:
-            await asyncio.to_thread(_check_upload, archive, base.id, path, format, config)
-        except HTTPException:
+        lang = _lang(archive, base.id)  # the tagger's own language, not the data section's
+        error, n = await asyncio.get_running_loop().run_in_executor(
+            checker,
+            check_upload_file,
+            str(path),
+            format,
+            lang,
+            base.types,
+            base.id,
+            config.max_new_types,
+        )
+        if error is not None:
             shutil.rmtree(folder, ignore_errors=True)
-            raise
-        job = jobs.submit("learn", lambda job: _learn(job, path, format))
-        return {"job": job.id}
+            raise HTTPException(422, f"upload rejected: {error}")
+        job = jobs.submit(
+            "learn",
+            lambda job: _learn(job, path, format),
+            cleanup=lambda: shutil.rmtree(folder, ignore_errors=True),
+        )
+        return {"job": job.id, "sentences": n}
 
     def _learn(job: Job, path: Path, fmt: str) -> dict[str, Any]:
         from diancang.incremental import learn_step
 
-        def note(fraction: float, message: str) -> None:
-            job.progress = fraction
-            job.log.append(message)
-
-        try:
-            outcome = learn_step(
-                archive,
-                path,
-                overrides=config.learn,
-                gate=config.gate,
-                data_format=fmt,
-                progress=note,
-                max_new_types=config.max_new_types,
-            )
-        finally:
-            shutil.rmtree(path.parent, ignore_errors=True)
+        outcome = learn_step(
+            archive,
+            path,
+            overrides=config.learn,
+            gate=config.gate,
+            data_format=fmt,
+            progress=lambda fraction, message: jobs.note(job, fraction, message),
+            max_new_types=config.max_new_types,
+            max_sentences=config.max_job_sentences,
+        )
         return {"version": outcome.version.id, "decision": outcome.decision}
+
+    @app.get("/v1/jobs")
+    async def list_jobs(limit: int = 100) -> dict[str, Any]:
+        """The last jobs, newest first (without their logs)."""
+        return {"jobs": await asyncio.to_thread(jobs.recent, max(1, min(limit, 1000)))}
 
     @app.get("/v1/jobs/{job_id}")
     async def job_status(job_id: int) -> dict[str, Any]:
-        job = jobs.jobs.get(job_id)
+        job = await asyncio.to_thread(jobs.get, job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id}")
-        return job.to_dict()
+        return job
+
+    @app.delete("/v1/jobs/{job_id}", dependencies=[Depends(authorized)])
+    async def cancel_job(job_id: int) -> dict[str, Any]:
+        """Cancel a queued job now, a running one at its next training batch."""
+        job = await asyncio.to_thread(jobs.cancel, job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return job
 
     @app.post("/v1/versions/{version_id}/promote", dependencies=[Depends(authorized)])
     async def promote(version_id: int, options: PromoteRequest | None = None) -> dict[str, Any]:
@@ -312,30 +348,6 @@ def _lang(archive: Archive, version: int) -> str:
 def _summary(v: dict[str, Any]) -> dict[str, Any]:
     """A version without its (large) resolved config."""
     return {k: val for k, val in v.items() if k != "config"}
-
-
-def _check_upload(
-    archive: Archive, version: int, path: Path, fmt: str, config: ServiceConfig
-) -> None:
-    """Parse the upload strictly and check that it is learnable now
-    (:func:`~diancang.incremental.check_upload`), so a bad upload is a 422 that names its line,
-    not a job that fails later. Read in the language of the version's tagger."""
-    from diancang.data.presets import load_files
-    from diancang.incremental import check_upload
-
-    lang = _lang(archive, version)  # the tagger's own language, not the data section's
-    known = archive.get(version).types
-    try:
-        sentences = load_files(None, None, path, format=fmt, lang=lang, strict=True).test
-        check_upload(sentences, known, version, max_new_types=config.max_new_types)
-    except DiancangError as err:
-        raise HTTPException(422, f"upload rejected: {public(err)}") from None
-
-
-def public(err: DiancangError) -> str:
-    """An error as a client may read it: the line, what and how to fix, never a server path."""
-    where = f"line {err.line}: " if err.line is not None else ""
-    return where + err.what.rstrip(".") + "." + (f" Fix: {err.fix.rstrip('.')}." if err.fix else "")
 
 
 def _validation_text(err: RequestValidationError) -> str:

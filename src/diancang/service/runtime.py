@@ -1,4 +1,4 @@
-"""What the service holds while it runs: the live model, a request batcher and the job runner.
+"""What the service holds while it runs: the live model and a request batcher.
 
 - :class:`LiveModel` holds ``(version id, tagger)`` as one tuple and swaps it with one assignment,
   so a request reads either the old pair or the new one, never a mix; work already running on the
@@ -6,20 +6,15 @@
 - :class:`Batcher` gathers concurrent ``recognize`` calls for up to ``max_wait_ms`` (or until
   ``max_batch`` texts) and tags them in one forward pass on one worker thread: throughput grows
   with concurrency and torch's threads are not oversubscribed.
-- :class:`JobRunner` runs learning jobs one at a time on a background thread and keeps their
-  progress and log lines for ``GET /v1/jobs/{id}``.
+
+Learning jobs run in :mod:`diancang.service.jobs`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import threading
-import time
-import traceback
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from diancang.errors import DiancangError
@@ -125,67 +120,3 @@ class Batcher:
                 start += len(item.texts)
                 if not item.future.done():
                     item.future.set_result((version, part))
-
-
-@dataclass
-class Job:
-    """One learning job: status is queued, running, done or failed."""
-
-    id: int
-    kind: str
-    status: str = "queued"
-    progress: float = 0.0
-    log: list[str] = field(default_factory=list)
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    created: float = field(default_factory=time.time)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form served by ``GET /v1/jobs/{id}``."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "status": self.status,
-            "progress": round(self.progress, 3),
-            "log": self.log[-200:],
-            "result": self.result,
-            "error": self.error,
-        }
-
-
-class JobRunner:
-    """Runs jobs one after another on a daemon thread."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[int, Job] = {}
-        self._ids = itertools.count(1)
-        self._lock = threading.Lock()
-        self._queue: list[tuple[Job, Callable[[Job], dict[str, Any]]]] = []
-        self._wake = threading.Condition(self._lock)
-        self._thread = threading.Thread(target=self._run, name="diancang-jobs", daemon=True)
-        self._thread.start()
-
-    def submit(self, kind: str, work: Callable[[Job], dict[str, Any]]) -> Job:
-        """Queue ``work(job)``; its return value becomes ``job.result``."""
-        with self._lock:
-            job = Job(id=next(self._ids), kind=kind)
-            self.jobs[job.id] = job
-            self._queue.append((job, work))
-            self._wake.notify()
-        return job
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                while not self._queue:
-                    self._wake.wait()
-                job, work = self._queue.pop(0)
-            job.status = "running"
-            try:
-                job.result = work(job)
-                job.status, job.progress = "done", 1.0
-            except DiancangError as err:
-                job.status, job.error = "failed", str(err)
-            except Exception as err:  # a job's crash is reported, not raised
-                job.status, job.error = "failed", f"{type(err).__name__}: {err}"
-                job.log.append(traceback.format_exc(limit=5))
