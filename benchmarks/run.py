@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.specs import BENCHMARKS, COMPARED, merge
+from benchmarks.specs import BENCHMARKS, COMPARED, LEGACY, merge
 from benchmarks.summarize import fixed_sibling, refresh_readme, render_benchmark
 from diancang.config import parse_overrides, set_dotted
 from diancang.data.presets import default_data_dir
@@ -95,7 +95,8 @@ def committed_runs(
     kept = {}
     for run in old.get("runs", []):
         key = (run["strategy"], run["seed"])
-        same = arm_config(old["config"], label, *key, Path(".")) == arm_config(
+        then = merge(LEGACY, old["config"])  # settings added since took their legacy value
+        same = arm_config(then, label, *key, Path(".")) == arm_config(
             config, label, *key, Path(".")
         )
         if same:

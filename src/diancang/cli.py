@@ -119,16 +119,18 @@ def evaluate_cmd(
     from diancang.data.presets import load_files, load_preset
     from diancang.learn.evaluate import evaluate
     from diancang.model.tagger import Tagger
+    from diancang.pipeline import as_model_reads
 
     tagger = Tagger.from_pretrained(model)
     if Path(data).is_file():
         splits = load_files(None, None, Path(data), format=format, lang=tagger.spec.lang)
-        sentences = splits.test
+        split = "test"
     else:
         splits = load_preset(data, data_dir)
         if split not in ("train", "dev", "test"):
             raise DiancangError(f"unknown split {split!r}", fix="use train, dev or test")
-        sentences = getattr(splits, split)
+    splits = as_model_reads(splits, tagger.spec.latin_words)  # tokens as the model reads text
+    sentences = getattr(splits, split)
     scores = evaluate(tagger, sentences, tagger.types)
     typer.echo(json.dumps(scores.to_dict(), ensure_ascii=False, indent=2))
 
@@ -237,8 +239,8 @@ def list_strategies() -> None:
 
     for name in strategies.names():
         entry = strategies.entry(name)
-        doc = (entry.factory.__doc__ or "").strip().splitlines()[0]
-        typer.echo(f"{name} (v{entry.version}): {doc}")
+        paragraph = (entry.factory.__doc__ or "").strip().split("\n\n")[0]
+        typer.echo(f"{name} (v{entry.version}): {' '.join(paragraph.split())}")
 
 
 def main() -> None:

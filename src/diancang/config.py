@@ -101,6 +101,13 @@ class ModelConfig(_Section):
         "windows of this size: cut between entities for training, overlapping and merged back "
         "for evaluation and prediction; nothing is dropped.",
     )
+    latin_words: bool = Field(
+        True,
+        description="Chinese text: read each run of Latin letters and digits ('iPhone', "
+        "'NBA2K') as one token, in training, evaluation and prediction alike (false: one "
+        "character each, as the corpora are annotated; models saved before this setting "
+        "existed read that way).",
+    )
     window_overlap: int = Field(
         16,
         ge=0,

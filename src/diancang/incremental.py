@@ -29,7 +29,7 @@ from diancang.learn.evaluate import evaluate
 from diancang.learn.runner import StepRunner, seed_everything
 from diancang.learn.version import continue_from, read_record, save_version
 from diancang.model.tagger import Tagger
-from diancang.pipeline import load_data, model_factory
+from diancang.pipeline import as_model_reads, load_data, model_factory
 from diancang.strategies.base import StrategyState, resolve, split_id
 from diancang.stream import Step
 
@@ -111,15 +111,17 @@ def _score(
     for fingerprint in datasets.values():
         info = known[fingerprint]
         types = [t for t in info["types"] if t in model.types]
-        sentences = _read_jsonl(archive.dataset_path(fingerprint), model.spec.lang)
+        sentences = _read_jsonl(archive.dataset_path(fingerprint), model)
         scores = evaluate(model, sentences, types, batch_size)
         per_type.update({t: scores.per_type[t].f1 for t in types})
     values = list(per_type.values())
     return {"per_type": per_type, "macro": sum(values) / len(values) if values else 0.0}
 
 
-def _read_jsonl(path: Path, lang: str) -> list[Sentence]:
-    return load_files(None, None, path, format="jsonl", lang=lang).test
+def _read_jsonl(path: Path, model: Tagger) -> list[Sentence]:
+    """A retained dev set, tokenised as ``model`` reads text."""
+    splits = load_files(None, None, path, format="jsonl", lang=model.spec.lang)
+    return as_model_reads(splits, model.spec.latin_words).test
 
 
 def _retain(archive: Archive, dev: list[Sentence], types: list[str], lang: str) -> str:
@@ -192,8 +194,9 @@ def learn_step(
     for key, value in overrides.items():
         raw[key] = {**raw[key], **value} if isinstance(value, dict) and key in raw else value
     config = build_config(raw, source=f"version {base.id}'s config")
-    sentences = load_files(
-        None, None, Path(data), format=data_format, lang=teacher.spec.lang, seed=config.seed
+    sentences = as_model_reads(
+        load_files(None, None, Path(data), format=data_format, lang=teacher.spec.lang),
+        teacher.spec.latin_words,
     ).test
     new_types = check_upload(sentences, teacher.types, base.id, max_new_types=max_new_types)
     if max_sentences is not None and len(sentences) > max_sentences:

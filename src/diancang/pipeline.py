@@ -69,7 +69,21 @@ def load_data(config: RunConfig) -> DatasetSplits:
     if dc.name:
         splits.name = dc.name
     splits.defects.emit()
-    return subsample(splits, config)
+    return as_model_reads(subsample(splits, config), config.model.latin_words)
+
+
+def as_model_reads(splits: DatasetSplits, latin_words: bool) -> DatasetSplits:
+    """``splits`` tokenised as a model with ``latin_words`` reads Chinese text (a run of Latin
+    letters and digits as one token, :mod:`diancang.data.latin`); unchanged otherwise."""
+    if not latin_words or splits.lang != "zh":
+        return splits
+    from dataclasses import replace
+
+    from diancang.data.latin import join_all
+
+    return replace(
+        splits, train=join_all(splits.train), dev=join_all(splits.dev), test=join_all(splits.test)
+    )
 
 
 def subsample(splits: DatasetSplits, config: RunConfig) -> DatasetSplits:
@@ -131,7 +145,9 @@ def model_factory(
         if mc.trim_vocab:
             probe = TokenEncoder(tokenizer, lang=lang, max_length=mc.max_length)
             names = {sp.label for s in texts for sp in s.spans} | set(types)
-            type_texts = [tokenize(t, lang)[0] for t in [*config.types.values(), *names]]
+            type_texts = [
+                tokenize(t, lang, mc.latin_words)[0] for t in [*config.types.values(), *names]
+            ]
             kept = probe.used_ids([*(s.tokens for s in texts), *type_texts])
             trim_embeddings(encoder, kept)
         if mc.keep_layers is not None:
@@ -141,6 +157,7 @@ def model_factory(
             lang=lang,
             max_length=mc.max_length,
             window_overlap=mc.window_overlap,
+            latin_words=mc.latin_words,
             crf=mc.crf,
             bilstm=mc.bilstm,
             lstm_hidden=mc.lstm_hidden,

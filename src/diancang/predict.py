@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from diancang.data.tokenize import tokenize
 from diancang.model.tagger import Tagger
 
 
@@ -26,7 +25,7 @@ def bio_spans(tags: list[str]) -> list[tuple[int, int, str]]:
 def recognize(model: Tagger, texts: list[str], batch_size: int = 32) -> list[dict[str, Any]]:
     """Entities of each text: ``{"text", "entities": [{"text", "type", "start", "end", "score"}]}``
     with character offsets (end exclusive) and the mean probability of the span's labels."""
-    tokenized = [tokenize(t, model.spec.lang) for t in texts]
+    tokenized = [model.tokenize(t) for t in texts]
     tags, probs = model.predict_tags([tok for tok, _ in tokenized], batch_size=batch_size)
     results = []
     for text, (_, offsets), tag, prob in zip(texts, tokenized, tags, probs, strict=True):

@@ -12,16 +12,25 @@ _EN_TOKEN = re.compile(r"\w+|[^\w\s]")
 _SPACE = re.compile(r"\s")
 
 
-def tokenize(text: str, lang: str) -> tuple[list[str], list[tuple[int, int]]]:
+def tokenize(
+    text: str, lang: str, latin_words: bool = False
+) -> tuple[list[str], list[tuple[int, int]]]:
     """``(tokens, offsets)`` of ``text``; token ``i`` is ``text[offsets[i][0]:offsets[i][1]]``.
 
-    ``zh``: one token per non-space character (Latin words too, as in CLUENER and MSRA).
+    ``zh``: one token per non-space character (as in CLUENER and MSRA); with ``latin_words``
+    each run of Latin letters and digits is one token (:mod:`diancang.data.latin`).
     ``en``: runs of letters/digits/underscore, and each other non-space character on its own.
     """
     if lang == "zh":
         if _SPACE.search(text) is None:
-            return list(text), [(i, i + 1) for i in range(len(text))]
-        offsets = [(i, i + 1) for i, ch in enumerate(text) if not ch.isspace()]
+            offsets = [(i, i + 1) for i in range(len(text))]
+        else:
+            offsets = [(i, i + 1) for i, ch in enumerate(text) if not ch.isspace()]
+        if latin_words:
+            from diancang.data.latin import groups
+
+            chars = [text[a:b] for a, b in offsets]
+            offsets = [(offsets[a][0], offsets[b - 1][1]) for a, b in groups(chars, offsets)]
     elif lang == "en":
         offsets = [m.span() for m in _EN_TOKEN.finditer(text)]
     else:

@@ -66,6 +66,7 @@ def load_progress(output_dir: Path, config: dict[str, Any]) -> Progress:
         raise ConfigError(
             f"{output_dir} holds a run with a different config (differs in: {', '.join(diff)})",
             path=path,
-            fix="use another output_dir, or pass --restart to start this one over",
+            fix=f"write elsewhere with output_dir=NEW_FOLDER, or pass --restart to start "
+            f"over in {output_dir} (its results and models are then lost)",
         )
     return progress

@@ -63,11 +63,9 @@ def prompted_batch(
     (n * B, P + T - 1), word_index (n * B, W) and the prompt's positions (n * B, P + T - 1)
     (its tokens without [CLS] and [SEP]), P the longest prompt with its [CLS] and [SEP].
     """
-    from diancang.data.tokenize import tokenize
 
     prompts = [
-        tagger.encode(tokenize(tagger.spec.type_texts.get(t, t), tagger.spec.lang)[0]).input_ids
-        for t in types
+        tagger.encode(tagger.tokenize(tagger.spec.type_texts.get(t, t))[0]).input_ids for t in types
     ]
     width = max(len(p) for p in prompts)
     b, t = input_ids.shape

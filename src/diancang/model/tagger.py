@@ -18,6 +18,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from diancang import __version__
+from diancang.data.tokenize import tokenize
 from diancang.errors import ConfigError, DiancangError
 from diancang.model import windows
 from diancang.model.crf import CRF
@@ -41,6 +42,8 @@ class TaggerSpec:
     max_length: int = 128
     #: Tokens shared by neighbouring windows when a longer sentence is tagged in windows.
     window_overlap: int = 16
+    #: Chinese: a run of Latin letters and digits is one token (False in models saved before).
+    latin_words: bool = False
     crf: bool = False
     bilstm: bool = False
     lstm_hidden: int = 128
@@ -208,12 +211,10 @@ class Tagger(nn.Module):
 
     def _check_type_texts(self, types: list[str]) -> None:
         """Refuse types whose texts encode to the same ids (their labels could never differ)."""
-        from diancang.data.tokenize import tokenize
-
         seen: dict[tuple[int, ...], str] = {}
         for t in types:
             text = self.spec.type_texts.get(t, t)
-            ids = tuple(self.encode(tokenize(text, self.spec.lang)[0]).input_ids)
+            ids = tuple(self.encode(self.tokenize(text)[0]).input_ids)
             if ids in seen:
                 raise ConfigError(
                     f"types {seen[ids]} and {t} read the same to the encoder (texts "
@@ -225,10 +226,8 @@ class Tagger(nn.Module):
 
     def type_embeddings(self) -> torch.Tensor:
         """(n_types, H): the encoder's mean output over each type's text (description or name)."""
-        from diancang.data.tokenize import tokenize
-
         texts = [self.spec.type_texts.get(t, t) for t in self.types]
-        encoded = [self.encode(tokenize(t, self.spec.lang)[0]) for t in texts]
+        encoded = [self.encode(self.tokenize(t)[0]) for t in texts]
         batch = collate(encoded, None, self.token_encoder.pad_id)
         mask = batch["attention_mask"].to(self.device)
         states = self.encoder(
@@ -312,6 +311,11 @@ class Tagger(nn.Module):
             return paths
         best = out.logits.argmax(-1).tolist()
         return [row[:n] for row, n in zip(best, lengths, strict=True)]
+
+    def tokenize(self, text: str) -> tuple[list[str], list[tuple[int, int]]]:
+        """``(tokens, offsets)`` of raw text as this model reads it (its language and
+        ``latin_words``)."""
+        return tokenize(text, self.spec.lang, self.spec.latin_words)
 
     def encode(self, tokens: list[str]) -> Encoded:
         """One sentence's tokens -> model input (see :class:`TokenEncoder`)."""
