@@ -283,3 +283,56 @@ def test_a_large_upload_neither_stalls_requests_nor_trains_unbounded(
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_a_large_request_does_not_hold_up_a_small_one(archive_dir, tmp_path):  # noqa: F811
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from diancang.service.app import ServiceConfig, create_app
+    from tests.test_service import free_port
+
+    config = ServiceConfig(
+        archive=fresh_copy(archive_dir, tmp_path), max_texts=256, max_body_bytes=5_000_000
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="error")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    big = {"texts": ["张三在北京工作。" * 250] * 256}  # 256 x 2,000 characters
+    took: dict[str, float] = {}
+
+    def large() -> None:
+        began = time.monotonic()
+        with httpx.Client(base_url=base, timeout=300) as h:
+            r = h.post("/v1/recognize", json=big)
+        assert r.status_code == 200 and len(r.json()["results"]) == 256
+        took["large"] = time.monotonic() - began
+
+    try:
+        sender = threading.Thread(target=large)
+        sender.start()
+        time.sleep(0.3)  # the large request is being tagged
+        small = []
+        with httpx.Client(base_url=base, timeout=300) as h:
+            while sender.is_alive() and len(small) < 10:
+                began = time.monotonic()
+                assert h.post("/v1/recognize", json={"text": "李四"}).status_code == 200
+                small.append(time.monotonic() - began)
+        sender.join()
+        assert small and took["large"] > 1.0, (took, small)
+        assert max(small) < 0.25 * took["large"], (took, small)
+    finally:
+        server.should_exit = True
+        thread.join(10)

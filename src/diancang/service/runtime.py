@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from diancang.errors import DiancangError
@@ -41,12 +41,30 @@ class LiveModel:
 
 @dataclass
 class _Pending:
+    """A request in the batcher: its texts, the version it is pinned to, results so far."""
+
     texts: list[str]
     future: asyncio.Future[tuple[int, list[dict[str, Any]]]]
+    version: int = -1
+    tagger: Tagger | None = None
+    sent: int = 0
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _cost(text: str, tagger: Tagger) -> int:
+    """A text's share of a batch: the windows it takes (about one per ``max_length`` chars)."""
+    return max(1, -(-len(text) // max(1, tagger.spec.max_length - 2)))
 
 
 class Batcher:
-    """Micro-batching of concurrent requests onto one inference thread."""
+    """Fair micro-batching of concurrent requests onto one inference thread.
+
+    A forward pass holds up to ``max_batch`` windows, taken one text at a time from every
+    waiting request in turn, so a request of 256 long texts is spread over many passes and a
+    small request that arrives meanwhile rides in the next one. Each request is pinned to the
+    live version when it is first taken up: all its texts are tagged by that version, even if
+    a promotion happens halfway.
+    """
 
     def __init__(self, live: LiveModel, max_batch: int = 32, max_wait_ms: float = 5.0) -> None:
         self.live = live
@@ -80,43 +98,75 @@ class Batcher:
         await self._queue.put(_Pending(texts, future))
         return await future
 
-    async def _loop(self) -> None:
+    async def _gather(self, active: list[_Pending]) -> None:
+        """Take new requests: when idle, wait for one and then up to ``max_wait`` for company;
+        otherwise take whatever has arrived."""
         assert self._queue is not None
         loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self._queue.get()]
-            n = len(batch[0].texts)
+        if not active:
+            active.append(await self._queue.get())
             deadline = loop.time() + self.max_wait
-            while n < self.max_batch:
+            while sum(len(p.texts) for p in active) < self.max_batch:
                 timeout = deadline - loop.time()
                 if timeout <= 0:
                     break
                 try:
-                    item = await asyncio.wait_for(self._queue.get(), timeout)
+                    active.append(await asyncio.wait_for(self._queue.get(), timeout))
                 except TimeoutError:
                     break
-                batch.append(item)
-                n += len(item.texts)
-            current = self.live.current  # one snapshot for the whole batch
-            if current is None:
-                for item in batch:
-                    item.future.set_exception(DiancangError("no live version to serve"))
+        while not self._queue.empty():
+            active.append(self._queue.get_nowait())
+        current = self.live.current
+        for item in active:
+            if item.tagger is not None or item.future.done():
                 continue
-            version, tagger = current
-            texts = [t for item in batch for t in item.texts]
+            if current is None:
+                item.future.set_exception(DiancangError("no live version to serve"))
+            else:
+                item.version, item.tagger = current
+
+    def _pick(self, active: list[_Pending]) -> tuple[Tagger, list[tuple[_Pending, int]]]:
+        """One text at a time from each request pinned to the first one's version, in turn,
+        until the batch holds ``max_batch`` windows (at least one text): that version's
+        tagger and the ``(request, text index)`` pairs."""
+        tagger = active[0].tagger
+        assert tagger is not None
+        group = [p for p in active if p.tagger is tagger]
+        picks: list[tuple[_Pending, int]] = []
+        units = 0
+        while units < self.max_batch:
+            before = len(picks)
+            for item in group:
+                if item.sent < len(item.texts) and (units < self.max_batch or not picks):
+                    units += _cost(item.texts[item.sent], tagger)
+                    picks.append((item, item.sent))
+                    item.sent += 1
+            if len(picks) == before:
+                break
+        return tagger, picks
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        active: list[_Pending] = []
+        while True:
+            await self._gather(active)
+            active[:] = [p for p in active if not p.future.done()]
+            if not active:
+                continue
+            tagger, picks = self._pick(active)
+            texts = [p.texts[i] for p, i in picks]
             try:
                 results = await loop.run_in_executor(self._pool, recognize, tagger, texts)
-            except Exception as err:  # a model failure fails this batch's requests, not the loop
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(err)
+            except Exception as err:  # a model failure fails these requests, not the loop
+                for p, _ in picks:
+                    if not p.future.done():
+                        p.future.set_exception(err)
                 continue
             self.batches += 1
-            self.requests += len(batch)
             self.texts += len(texts)
-            start = 0
-            for item in batch:
-                part = results[start : start + len(item.texts)]
-                start += len(item.texts)
-                if not item.future.done():
-                    item.future.set_result((version, part))
+            for (p, _), result in zip(picks, results, strict=True):
+                p.results.append(result)
+            for p in {id(p): p for p, _ in picks}.values():
+                if len(p.results) == len(p.texts) and not p.future.done():
+                    p.future.set_result((p.version, p.results))
+                    self.requests += 1
