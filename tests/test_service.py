@@ -101,7 +101,7 @@ AUTH = {"Authorization": "Bearer s3cret"}
 
 def test_recognize_types_and_limits(archive_dir, tmp_path):
     with client(fresh_copy(archive_dir, tmp_path)) as c:
-        assert c.get("/healthz").json() == {"status": "ok", "version": 1}
+        assert c.get("/healthz").json() == {"status": "ok", "version": 1, "backend": "onnx"}
         assert c.get("/v1/types").json()["types"] == ["LOC", "PER"]
         r = c.post("/v1/recognize", json={"texts": ["张三在北京工作", "today"]})
         assert r.status_code == 200

@@ -170,6 +170,27 @@ def predict(
         typer.echo(json.dumps(res, ensure_ascii=False))
 
 
+@app.command("export")
+@user_errors
+def export_cmd(
+    model: Annotated[Path, typer.Argument(help="A saved model folder.")],
+    int8: Annotated[bool, typer.Option(help="Also quantise the weights to int8.")] = False,
+) -> None:
+    """Write the model's forward pass as ONNX (model.onnx, with --int8 model.int8.onnx) into
+    its folder, for ONNX Runtime (the service does this itself; see `serve --backend`)."""
+    from diancang.model import onnx_backend
+    from diancang.model.tagger import Tagger
+
+    tagger = Tagger.from_pretrained(model)
+    if not onnx_backend.exportable(tagger):
+        raise DiancangError(
+            f"a model with the {tagger.spec.head} head does not export",
+            fix="serve it with the torch backend",
+        )
+    path = onnx_backend.export(tagger, model / "model.onnx", int8=int8)
+    typer.echo(f"wrote {path}")
+
+
 @data_app.command("stats")
 @user_errors
 def data_stats(

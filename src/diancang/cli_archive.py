@@ -75,6 +75,9 @@ def register(app: typer.Typer, user_errors: Any) -> None:
         create: Annotated[
             bool, typer.Option(help="Start an empty archive when the folder holds none.")
         ] = False,
+        backend: Annotated[
+            str, typer.Option(help="auto (ONNX Runtime when installed), torch, onnx, onnx-int8.")
+        ] = "auto",
     ) -> None:
         """Serve the archive's live version over HTTP (token: DIANCANG_TOKEN)."""
         if not create and not (archive / "archive.sqlite3").is_file():
@@ -89,7 +92,7 @@ def register(app: typer.Typer, user_errors: Any) -> None:
             learn["train"] = {"epochs": learn_epochs}
         if learn_strategies:
             learn["strategies"] = learn_strategies.split(",")
-        _serve(archive, host, port, learn)
+        _serve(archive, host, port, learn, backend)
 
     @app.command()
     @user_errors
@@ -208,14 +211,29 @@ def register(app: typer.Typer, user_errors: Any) -> None:
         _echo(Archive(archive).diff(a, b))
 
 
-def _serve(archive: Path, host: str, port: int, learn: dict[str, Any] | None = None) -> None:
+def _serve(
+    archive: Path,
+    host: str,
+    port: int,
+    learn: dict[str, Any] | None = None,
+    backend: str = "auto",
+) -> None:
     import uvicorn
+    from pydantic import ValidationError
 
     from diancang.service.app import ServiceConfig, create_app
 
-    config = ServiceConfig(
-        archive=archive, token=os.environ.get("DIANCANG_TOKEN") or None, learn=learn or {}
-    )
+    try:
+        config = ServiceConfig(
+            archive=archive,
+            token=os.environ.get("DIANCANG_TOKEN") or None,
+            learn=learn or {},
+            backend=backend,  # type: ignore[arg-type]
+        )
+    except ValidationError:
+        raise ConfigError(
+            f"unknown backend {backend!r}", fix="use auto, torch, onnx or onnx-int8"
+        ) from None
     if not config.token:
         typer.echo(
             "note: DIANCANG_TOKEN is not set, so learning, promotion and rollback over "

@@ -9,6 +9,7 @@ new type, so old label ids never change. A saved model folder describes itself: 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,10 @@ class Tagger(nn.Module):
                 fix="set model.crf: false with model.head: prompt_span",
             )
         self.crf: CRF | None = CRF(len(spec.labels), spec.labels) if spec.crf else None
+        #: Another backend for inference (:func:`diancang.model.onnx_backend.use_onnx`): padded
+        #: inputs -> logits (B, W, C); None: this module's own forward pass.
+        self.runtime: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None
+        self.backend = "torch"  # what predictions run on (said by the service)
         if spec.head != "linear":
             self._check_type_texts(spec.types)
 
@@ -356,7 +361,11 @@ class Tagger(nn.Module):
         for lo in bar:
             chunk = sentences[lo : lo + batch_size]
             batch = self.batch(chunk)
-            out = self(**batch)
+            if self.runtime is not None:
+                logits = self.runtime(batch).to(self.device)
+                out = TaggerOutput(logits=logits, features=logits[..., :0])
+            else:
+                out = self(**batch)
             if isinstance(self.head, PromptSpanHead):
                 paths, word_probs = decode_pointers(out.logits, batch["word_mask"])
                 self._append_tags(chunk, paths, word_probs, tags, probs)

@@ -67,6 +67,11 @@ class ServiceConfig(BaseModel):
         description="Most sentences a learning job trains on; a larger upload is subsampled "
         "(seeded, said in the job's log).",
     )
+    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        default="auto",
+        description="Inference backend: auto takes ONNX Runtime (fp32) when it is installed "
+        "and the model exports, else PyTorch; onnx-int8 quantises the weights (opt-in).",
+    )
     watch_seconds: float = Field(
         default=0.25,
         gt=0,
@@ -112,7 +117,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     def load_live() -> None:
         version = archive.live()
         if version is not None and (live.current is None or live.current[0] != version.id):
-            live.swap(version.id, _load(archive, version.id))
+            live.swap(version.id, _load(archive, config, version.id))
 
     async def watch() -> None:
         """Follow the archive's live version: a promotion or rollback made elsewhere (the
@@ -185,7 +190,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         current = live.current
-        return {"status": "ok", "version": current[0] if current else None}
+        return {
+            "status": "ok",
+            "version": current[0] if current else None,
+            "backend": current[1].backend if current else None,
+        }
 
     @app.get("/v1/stats")
     async def stats() -> dict[str, Any]:
@@ -321,7 +330,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             reasons = "; ".join(gate.get("reasons", [])) or "no gate decision"
             raise HTTPException(409, f"the gate rejected version {version_id}: {reasons}")
         # Loaded (seconds) on a worker thread before the switch; requests go on meanwhile.
-        tagger = await asyncio.to_thread(_load, archive, version_id)
+        tagger = await asyncio.to_thread(_load, archive, config, version_id)
         archive.promote(version_id)
         live.swap(version_id, tagger)
         return {"live": version_id}
@@ -329,14 +338,20 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.post("/v1/rollback", dependencies=[Depends(authorized)])
     async def rollback() -> dict[str, Any]:
         version = archive.rollback()
-        live.swap(version.id, await asyncio.to_thread(_load, archive, version.id))
+        live.swap(version.id, await asyncio.to_thread(_load, archive, config, version.id))
         return {"live": version.id}
 
     return app
 
 
-def _load(archive: Archive, version: int) -> Tagger:
-    return Tagger.from_pretrained(archive.model_dir(version))
+def _load(archive: Archive, config: ServiceConfig, version: int) -> Tagger:
+    """Version ``version``'s tagger on the configured backend (ONNX files cached in the
+    archive's ``onnx/`` folder)."""
+    from diancang.model.onnx_backend import pick_backend
+
+    tagger = Tagger.from_pretrained(archive.model_dir(version))
+    tagger.backend = pick_backend(tagger, config.backend, archive.root / "onnx" / f"v{version}")
+    return tagger
 
 
 def _lang(archive: Archive, version: int) -> str:
