@@ -2,7 +2,8 @@
 
 Builds an archive whose live version is an e5-small tagger (vocabulary trimmed to CLUENER's,
 10 CLUENER types; the head is untrained: latency does not depend on the weights' values),
-serves it with uvicorn in a separate process, and drives it from this process with
+serves it with uvicorn in a separate process on the default backend (ONNX Runtime when
+installed), and drives it from this process with
 ``--clients`` concurrent connections for ``--seconds`` per scenario: one text per request and
 32 texts per request. Reports requests/s, texts/s, p50/p99 latency, and how many texts the
 service's batcher put into each forward pass. Writes ``results/service-load.json``/``.md``,
@@ -22,6 +23,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,9 +39,8 @@ from diancang.provenance import git_commit
 START, END = "<!-- load:start -->", "<!-- load:end -->"
 
 
-def build_archive(root: Path, data_dir: Path | None, keep_layers: int | None) -> list[str]:
-    """An archive with one live e5-small version; returns CLUENER dev texts to send."""
-    from diancang.archive import Archive
+def untrained_model(folder: Path, data_dir: Path | None, keep_layers: int | None) -> list[str]:
+    """Save an e5-small tagger for CLUENER's types in ``folder``; returns CLUENER test texts."""
     from diancang.config import build_config
     from diancang.data.presets import load_preset
     from diancang.pipeline import model_factory
@@ -52,21 +54,51 @@ def build_archive(root: Path, data_dir: Path | None, keep_layers: int | None) ->
     tagger = model_factory(config, "zh", splits.train, splits.train + splits.dev + splits.test)(
         types
     )
-    archive = Archive(root)
-    with tempfile.TemporaryDirectory() as tmp:
-        tagger.save_pretrained(tmp)
-        version = archive.add_version(
-            Path(tmp),
-            parent=None,
-            types=types,
-            strategies=[],
-            config=config.model_dump(mode="json"),
-            datasets={},
-            metrics={},
-            gate={"accepted": True, "reasons": ["load test"], "deltas": {}, "new_types": {}},
-        )
-    archive.promote(version.id)
+    tagger.save_pretrained(folder, run_config=config.model_dump(mode="json"))
     return ["".join(s.tokens) for s in splits.test]
+
+
+@contextmanager
+def serve_archive(model: Path, root: Path, port: int) -> Iterator[tuple[str, str]]:
+    """Serve the model folder ``model`` as the live version of a new archive at ``root``, with
+    uvicorn in a separate process on the default backend; yields its URL and the backend it
+    chose."""
+    from diancang.archive import Archive
+
+    archive = Archive(root)
+    config = json.loads((model / "config.json").read_text("utf-8"))
+    version = archive.add_version(
+        model,
+        parent=None,
+        types=config["types"],
+        strategies=[],
+        config=config.get("run_config") or {},
+        datasets={},
+        metrics={},
+        gate={"accepted": True, "reasons": ["load test"], "deltas": {}, "new_types": {}},
+    )
+    archive.promote(version.id)
+    code = (
+        "import uvicorn; from diancang.service.app import ServiceConfig, create_app; "
+        f"uvicorn.run(create_app(ServiceConfig(archive={str(root)!r})), "
+        f"host='127.0.0.1', port={port}, log_level='warning')"
+    )
+    server = subprocess.Popen([sys.executable, "-c", code], env={**os.environ})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        health: dict[str, Any] = {}
+        for _ in range(600):
+            try:
+                health = httpx.get(f"{base}/healthz").json()
+                if health.get("version"):
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        yield base, str(health.get("backend"))
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 def free_port() -> int:
@@ -160,31 +192,16 @@ def main(argv: list[str] | None = None) -> None:
     data_dir = args.data_dir or default_data_dir()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        texts = build_archive(Path(tmp) / "archive", data_dir, args.keep_layers)
-        port = free_port()
-        code = (
-            "import uvicorn; from diancang.service.app import ServiceConfig, create_app; "
-            f"uvicorn.run(create_app(ServiceConfig(archive={str(Path(tmp) / 'archive')!r})), "
-            f"host='127.0.0.1', port={port}, log_level='warning')"
-        )
-        server = subprocess.Popen([sys.executable, "-c", code], env={**os.environ})
-        base = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(600):
-                try:
-                    if httpx.get(f"{base}/healthz").json().get("version"):
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
+        texts = untrained_model(Path(tmp) / "model", data_dir, args.keep_layers)
+        with serve_archive(Path(tmp) / "model", Path(tmp) / "archive", free_port()) as (
+            base,
+            backend,
+        ):
             drive(base, texts, 1, 2, 3)  # warm-up
             for batch, clients in ((1, 1), (1, args.clients), (32, 1), (32, args.clients)):
-                row = drive(base, texts, batch, clients, args.seconds)
+                row = {"backend": backend, **drive(base, texts, batch, clients, args.seconds)}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-        finally:
-            server.terminate()
-            server.wait(30)
     argv_used = argv if argv is not None else sys.argv[1:]
     mach = machine()
     report: dict[str, Any] = {
