@@ -6,7 +6,9 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -197,30 +199,45 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_promotion_under_a_burst_of_requests_loses_none(archive_dir, tmp_path):
-    """Real server on loopback: 8 threads x 25 requests while versions are swapped."""
+@contextmanager
+def live_server(config) -> Iterator[str]:
+    """The service on a loopback port in a thread of this process; yields its base URL."""
     import httpx
     import uvicorn
 
-    from diancang.incremental import learn_step as learn
-    from diancang.service.app import ServiceConfig, create_app
+    from diancang.service.app import create_app
 
-    archive = fresh_copy(archive_dir, tmp_path)
-    learn(Archive(archive), upload(tmp_path, ["ORG"]))
-    app = create_app(ServiceConfig(archive=archive, token="s3cret"))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="error")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+    for _ in range(300):
         try:
             if httpx.get(f"{base}/healthz").status_code == 200:
                 break
         except httpx.TransportError:
             time.sleep(0.1)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
-    def burst(i: int) -> list[int]:
+
+def test_promotion_under_a_burst_of_requests_loses_none(archive_dir, tmp_path):
+    """Real server on loopback: 8 threads x 25 requests while versions are swapped."""
+    import httpx
+
+    from diancang.incremental import learn_step as learn
+    from diancang.service.app import ServiceConfig
+
+    archive = fresh_copy(archive_dir, tmp_path)
+    learn(Archive(archive), upload(tmp_path, ["ORG"]))
+
+    def burst(base: str, i: int) -> list[int]:
         seen = []
         with httpx.Client(base_url=base, timeout=30) as h:
             for j in range(25):
@@ -229,21 +246,18 @@ def test_promotion_under_a_burst_of_requests_loses_none(archive_dir, tmp_path):
                 seen.append(r.json()["version"])
         return seen
 
-    try:
-        with ThreadPoolExecutor(8) as pool:
-            futures = [pool.submit(burst, i) for i in range(8)]
-            with httpx.Client(base_url=base, timeout=30, headers=AUTH) as h:
-                for k in range(6):
-                    if k % 2 == 0:
-                        r = h.post("/v1/versions/2/promote", json={"force": True})
-                    else:
-                        r = h.post("/v1/rollback")
-                    assert r.status_code == 200, r.text
-            versions = [v for f in futures for v in f.result()]
-        assert len(versions) == 200 and set(versions) <= {1, 2}
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    config = ServiceConfig(archive=archive, token="s3cret")
+    with live_server(config) as base, ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(burst, base, i) for i in range(8)]
+        with httpx.Client(base_url=base, timeout=30, headers=AUTH) as h:
+            for k in range(6):
+                if k % 2 == 0:
+                    r = h.post("/v1/versions/2/promote", json={"force": True})
+                else:
+                    r = h.post("/v1/rollback")
+                assert r.status_code == 200, r.text
+        versions = [v for f in futures for v in f.result()]
+    assert len(versions) == 200 and set(versions) <= {1, 2}
 
 
 def test_archive_commands(archive_dir, tmp_path):

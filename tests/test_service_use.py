@@ -13,7 +13,14 @@ from diancang.archive import Archive
 from diancang.data.record import Span
 from diancang.data.writers import write_jsonl
 from diancang.incremental import learn_step
-from tests.test_service import AUTH, archive_dir, client, fresh_copy, upload  # noqa: F401
+from tests.test_service import (  # noqa: F401
+    AUTH,
+    archive_dir,
+    client,
+    fresh_copy,
+    live_server,
+    upload,
+)
 from tests.toy import toy_sentences
 
 
@@ -229,10 +236,8 @@ def test_a_large_upload_neither_stalls_requests_nor_trains_unbounded(
     import threading
 
     import httpx
-    import uvicorn
 
-    from diancang.service.app import ServiceConfig, create_app
-    from tests.test_service import free_port
+    from diancang.service.app import ServiceConfig
 
     root = fresh_copy(archive_dir, tmp_path)
     big = tmp_path / "big.jsonl"
@@ -240,27 +245,14 @@ def test_a_large_upload_neither_stalls_requests_nor_trains_unbounded(
     config = ServiceConfig(
         archive=root, token="s3cret", max_job_sentences=500, learn={"train": {"epochs": 1}}
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="error")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
     answer: dict = {}
 
-    def send() -> None:
+    def send(base: str) -> None:
         with httpx.Client(base_url=base, headers=AUTH, timeout=120) as h:
             answer.update(h.post("/v1/jobs", content=big.read_bytes()).json())
 
-    try:
-        sender = threading.Thread(target=send)
+    with live_server(config) as base:
+        sender = threading.Thread(target=send, args=(base,))
         sender.start()
         slowest = 0.0
         with httpx.Client(base_url=base, timeout=30) as h:
@@ -279,49 +271,31 @@ def test_a_large_upload_neither_stalls_requests_nor_trains_unbounded(
             ):
                 assert time.monotonic() - began < 120, job
                 time.sleep(0.2)
-        assert any("seeded 500 of 60,000 sentences" in line for line in job["log"]), job
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    assert any("seeded 500 of 60,000 sentences" in line for line in job["log"]), job
 
 
 def test_a_large_request_does_not_hold_up_a_small_one(archive_dir, tmp_path):  # noqa: F811
     import threading
 
     import httpx
-    import uvicorn
 
-    from diancang.service.app import ServiceConfig, create_app
-    from tests.test_service import free_port
+    from diancang.service.app import ServiceConfig
 
     config = ServiceConfig(
         archive=fresh_copy(archive_dir, tmp_path), max_texts=256, max_body_bytes=5_000_000
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="error")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
     big = {"texts": ["张三在北京工作。" * 250] * 256}  # 256 x 2,000 characters
     took: dict[str, float] = {}
 
-    def large() -> None:
+    def large(base: str) -> None:
         began = time.monotonic()
         with httpx.Client(base_url=base, timeout=300) as h:
             r = h.post("/v1/recognize", json=big)
         assert r.status_code == 200 and len(r.json()["results"]) == 256
         took["large"] = time.monotonic() - began
 
-    try:
-        sender = threading.Thread(target=large)
+    with live_server(config) as base:
+        sender = threading.Thread(target=large, args=(base,))
         sender.start()
         time.sleep(0.3)  # the large request is being tagged
         small = []
@@ -332,7 +306,4 @@ def test_a_large_request_does_not_hold_up_a_small_one(archive_dir, tmp_path):  #
                 small.append(time.monotonic() - began)
         sender.join()
         assert small and took["large"] > 1.0, (took, small)
-        assert max(small) < 0.25 * took["large"], (took, small)
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    assert max(small) < 0.25 * took["large"], (took, small)
