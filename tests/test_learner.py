@@ -146,3 +146,17 @@ def test_patience_stops_a_step_and_keeps_its_best_epoch(tmp_path):
     step = stream.steps[0]
     kept = evaluate(learner.model, step.dev, step.new_types).macro_f1
     assert kept == best  # the best epoch's weights, not the last epoch's
+
+
+def test_epochs_that_learned_nothing_yet_do_not_use_up_the_patience():
+    from diancang.learn.runner import Best
+    from tests.test_tagger import make_tagger
+    from tests.toy import toy_sentences
+
+    model = make_tagger(toy_sentences(7), ["PER"])
+    best = Best(patience=2)
+    assert [best.update(f1, model) for f1 in (0.0, 0.0, 0.0, 0.3, 0.2)] == [False] * 5
+    assert best.update(0.25, model) is True  # two epochs without beating 0.3
+    assert best.f1 == 0.3
+    stuck = Best(patience=2)
+    assert not any(stuck.update(0.0, model) for _ in range(8))  # trains to the maximum

@@ -147,8 +147,9 @@ class TrainConfig(_Section):
         None,
         ge=1,
         description="Converged steps: stop a step once its dev F1 (macro over its own types) "
-        "has not improved for this many epochs, and keep the best epoch's weights; `epochs` "
-        "is then the maximum. Null: train exactly `epochs`. Needs dev data in every step.",
+        "has not improved for this many epochs (epochs before it first rises above 0 do not "
+        "count), and keep the best epoch's weights; `epochs` is then the maximum. Null: train "
+        "exactly `epochs`. Needs dev data in every step.",
     )
     batch_size: int = Field(16, ge=1, description="Training batch size (sentences).")
     eval_batch_size: int = Field(64, ge=1, description="Evaluation batch size.")

@@ -67,7 +67,9 @@ def _linear_warmup(total: int, warmup: float) -> Callable[[int], float]:
 
 class Best:
     """Early stopping: the best dev F1 so far and its weights (on the CPU); with ``patience``
-    None it only watches."""
+    None it only watches. Epochs before dev F1 first rises above 0 do not count against the
+    patience (a step that has learned nothing yet has not stopped improving: on Weibo's small
+    steps the first two or three epochs read 0.0), and their latest weights are kept."""
 
     def __init__(self, patience: int | None) -> None:
         self.patience = patience
@@ -79,7 +81,7 @@ class Best:
         """Record an epoch's dev F1; True when training should stop."""
         if self.patience is None:
             return False
-        if f1 > self.f1:
+        if f1 > self.f1 or f1 == self.f1 == 0.0:
             self.f1, self.since = f1, 0
             self.weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
