@@ -16,7 +16,7 @@ class FixedTagger:
         self.types = types
         self.tags = tags
 
-    def predict_tags(self, sentences, batch_size=64):
+    def predict_tags(self, sentences, batch_size=64, progress=None):
         out = [self.tags["".join(toks)] for toks in sentences]
         return out, [[1.0] * len(t) for t in out]
 
