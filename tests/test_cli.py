@@ -83,10 +83,28 @@ def test_eval_prints_scores(demo_run):
     assert set(scores) >= {"f1", "macro_f1", "per_type"}
 
 
-def test_strategies_lists_baselines():
+def test_strategies_lists_baselines_each_description_whole():
     result = runner.invoke(app, ["strategies"])
     assert result.exit_code == 0
     assert "finetune" in result.output and "joint" in result.output
+    for line in result.output.strip().splitlines():
+        assert line.rstrip().endswith((".", ")")), f"cut mid-sentence: {line}"
+
+
+def test_a_first_override_with_a_slash_is_an_override_not_a_config(tmp_path):
+    result = runner.invoke(app, ["run", f"output_dir={tmp_path}/x", "train.epochz=1"])
+    assert result.exit_code == 2 and "train.epochz" in result.output  # read as an override
+
+
+def test_serve_refuses_a_file_or_a_missing_archive_before_serving(tmp_path):
+    afile = tmp_path / "archive.txt"
+    afile.write_text("not an archive", "utf-8")
+    result = runner.invoke(app, ["serve", "--archive", str(afile)])
+    assert result.exit_code == 2 and "no archive here (it is a file)" in result.output
+    missing = tmp_path / "typo"
+    result = runner.invoke(app, ["serve", "--archive", str(missing)])
+    assert result.exit_code == 2 and "--create" in result.output
+    assert "serving" not in result.output and not missing.exists()
 
 
 @pytest.mark.parametrize(
