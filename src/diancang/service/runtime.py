@@ -126,7 +126,9 @@ class Batcher:
                 item.version, item.tagger = current
 
     def _pick(self, active: list[_Pending]) -> tuple[Tagger, list[tuple[_Pending, int]]]:
-        """One text at a time from each request pinned to the first one's version, in turn,
+        """One text at a time from each request pinned to the first one's version (the first
+        request rotates after every pass, so requests pinned to another version after a
+        promotion wait one pass, not for the old version's whole backlog), in turn,
         until the batch holds ``max_batch`` windows (at least one text): that version's
         tagger and the ``(request, text index)`` pairs."""
         tagger = active[0].tagger
@@ -170,3 +172,4 @@ class Batcher:
                 if len(p.results) == len(p.texts) and not p.future.done():
                     p.future.set_result((p.version, p.results))
                     self.requests += 1
+            active.append(active.pop(0))  # the next pass starts from the next request's version
