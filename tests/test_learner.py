@@ -58,8 +58,10 @@ def test_resume_refuses_a_different_config(tmp_path):
     learner, _ = tiny_run(tmp_path, ["finetune"], epochs=1)
     learner.run()
     other, _ = tiny_run(tmp_path, ["finetune"], epochs=2)
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match="different config") as err:
         other.run()
+    # the fix offers a new folder first, and says what --restart would throw away
+    assert "output_dir=NEW_FOLDER" in str(err.value) and "are then lost" in str(err.value)
     other.run(restart=True)
 
 
