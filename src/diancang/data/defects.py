@@ -34,6 +34,11 @@ DUPLICATE_SPAN = "same span listed twice"
 MULTI_LABEL = "span with several labels"
 TOKENS_MISMATCH = "tokens do not match the text"
 
+# Word-segmented text (SIGHAN).
+TRAILING_SPACE = "line ends with spaces"
+EMPTY_LINE = "empty line inside the file"
+LONG_PARAGRAPH = "paragraph split into sentences"
+
 #: Defects that are errors in the tag sequence (the "tag-sequence errors" of a dataset).
 TAG_SEQUENCE: frozenset[str] = frozenset({I_WITHOUT_B, TYPE_CHANGE, UNCLOSED})
 

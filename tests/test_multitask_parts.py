@@ -1,0 +1,76 @@
+"""Parts of multi-task transfer: gradient reversal, word segmentation tags, the task schedule."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+from diancang.data.readers.segmented import (
+    cws_tags,
+    from_words,
+    read_segmented,
+    word_scores,
+    words_of,
+)
+from diancang.data.record import DefectLog
+from diancang.multitask.grl import GradientReversal, reverse_gradient
+from diancang.multitask.sampler import schedule
+
+
+def test_gradient_reversal_is_identity_forward_and_reverses_and_scales_exactly():
+    x = torch.tensor([[1.0, -2.0], [3.0, 0.5]], requires_grad=True)
+    y = reverse_gradient(x, 0.3)
+    assert torch.equal(y, x)
+    upstream = torch.tensor([[1.0, 2.0], [-4.0, 8.0]])
+    y.backward(upstream)
+    assert torch.equal(x.grad, -0.3 * upstream)
+    w = torch.tensor(2.0, requires_grad=True)
+    (GradientReversal(1.0)(w * x.detach()).sum()).backward()
+    assert w.grad.item() == pytest.approx(-float(x.detach().sum()))
+
+
+def test_words_and_bmes_tags_round_trip():
+    words = ["扬帆", "远东", "做", "与", "中国", "合作", "的", "先行者", "。"]
+    s = from_words(words)
+    tags = cws_tags(s)
+    assert tags[:7] == ["B", "E", "B", "E", "S", "S", "B"]
+    assert tags[-4:] == ["B", "M", "E", "S"]
+    assert words_of(s.tokens, tags) == words
+    scores = word_scores([words], [["扬帆远东", "做", "与", "中国", "合作", "的", "先行者", "。"]])
+    assert scores["recall"] == pytest.approx(7 / 9) and scores["precision"] == pytest.approx(7 / 8)
+
+
+def test_segmented_reader_splits_paragraphs_and_counts_defects(tmp_path):
+    path = tmp_path / "gold.utf8"
+    path.write_text("他  说  ：  “  好  。  ”  我们  走  吧  。  \n\n希腊  的  经济\n", "utf-8")
+    log = DefectLog()
+    sentences = read_segmented(path, log=log)
+    assert ["".join(s.tokens) for s in sentences] == ["他说：“好。", "”我们走吧。", "希腊的经济"]
+    assert words_of(sentences[1].tokens, cws_tags(sentences[1])) == ["”", "我们", "走", "吧", "。"]
+    assert sentences[2].source.line == 3
+    assert log.counts == Counter(
+        {"line ends with spaces": 1, "empty line inside the file": 1,
+         "paragraph split into sentences": 1}
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("sampling", ["proportional", "equal", "subsample"])
+def test_the_schedule_draws_tasks_in_the_asked_proportions(sampling):
+    batches = [40, 120, 10]
+    picks = schedule(batches, sampling, seed=3)
+    counts = Counter(t for t, _ in picks)
+    expected = {
+        "proportional": {0: 40, 1: 120, 2: 10},
+        "equal": {0: 40, 1: 40, 2: 40},
+        "subsample": {0: 10, 1: 10, 2: 10},
+    }[sampling]
+    assert dict(counts) == expected
+    for t, n in enumerate(batches):  # every index a real batch; no batch twice unless cycling
+        seen = [i for task, i in picks if task == t]
+        assert all(0 <= i < n for i in seen)
+        if sampling != "equal" or expected[t] <= n:
+            assert len(seen) == len(set(seen))
+    assert picks != sorted(picks)  # shuffled
+    assert schedule(batches, sampling, seed=3) == picks  # seeded
