@@ -151,7 +151,7 @@ def test_patience_stops_a_step_and_keeps_its_best_epoch(tmp_path):
 
 
 def test_epochs_that_learned_nothing_yet_do_not_use_up_the_patience():
-    from diancang.learn.runner import Best
+    from diancang.learn.early_stop import Best
     from tests.test_tagger import make_tagger
     from tests.toy import toy_sentences
 

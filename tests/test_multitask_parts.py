@@ -64,7 +64,7 @@ def test_the_schedule_draws_tasks_in_the_asked_proportions(sampling):
     expected = {
         "proportional": {0: 40, 1: 120, 2: 10},
         "equal": {0: 40, 1: 40, 2: 40},
-        "subsample": {0: 10, 1: 10, 2: 10},
+        "subsample": {0: 40, 1: 40, 2: 10},
     }[sampling]
     assert dict(counts) == expected
     for t, n in enumerate(batches):  # every index a real batch; no batch twice unless cycling

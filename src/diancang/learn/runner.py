@@ -13,24 +13,25 @@ import copy
 import logging
 import random
 import time
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from diancang.config import RunConfig
 from diancang.data.record import Sentence, spans_to_bio
 from diancang.learn.audit import SupervisionAudit
 from diancang.learn.blobs import Blobs
+from diancang.learn.early_stop import Best
 from diancang.learn.evaluate import evaluate
+from diancang.learn.long_sentences import fit_windows
 from diancang.learn.teacher import TeacherCache
 from diancang.model.features import collate
 from diancang.model.tagger import Tagger, TaggerOutput
-from diancang.model.windows import split_long
 from diancang.strategies.base import (
     StepBatch,
     StepContext,
@@ -63,35 +64,6 @@ def _linear_warmup(total: int, warmup: float) -> Callable[[int], float]:
         return max(0.0, (total - i) / max(1, total - n_warm))
 
     return factor
-
-
-class Best:
-    """Early stopping: the best dev F1 so far and its weights (on the CPU); with ``patience``
-    None it only watches. Epochs before dev F1 first rises above 0 do not count against the
-    patience (a step that has learned nothing yet has not stopped improving: on Weibo's small
-    steps the first two or three epochs read 0.0), and their latest weights are kept."""
-
-    def __init__(self, patience: int | None) -> None:
-        self.patience = patience
-        self.f1 = -1.0
-        self.since = 0
-        self.weights: dict[str, torch.Tensor] | None = None
-
-    def update(self, f1: float, model: Tagger) -> bool:
-        """Record an epoch's dev F1; True when training should stop."""
-        if self.patience is None:
-            return False
-        if f1 > self.f1 or f1 == self.f1 == 0.0:
-            self.f1, self.since = f1, 0
-            self.weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        else:
-            self.since += 1
-        return self.since >= self.patience
-
-    def restore(self, model: Tagger) -> None:
-        """Load the best epoch's weights (nothing without patience or a scored epoch)."""
-        if self.weights is not None:
-            model.load_state_dict(self.weights)
 
 
 @dataclass
@@ -158,12 +130,19 @@ class StepRunner:
         )
 
     def _optimizer(
-        self, model: Tagger, n_batches: int, epochs: int, lr: float, head_lr: float
+        self,
+        model: Tagger,
+        n_batches: int,
+        epochs: int,
+        lr: float,
+        head_lr: float,
+        extra: Sequence[nn.Module] = (),
     ) -> tuple[Any, Any]:
         tc = self.config.train
         enc = [p for p in model.encoder.parameters() if p.requires_grad]
         enc_ids = {id(p) for p in enc}
         rest = [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids]
+        rest += [p for m in extra for p in m.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(
             [{"params": enc, "lr": lr}, {"params": rest, "lr": head_lr}],
             weight_decay=tc.weight_decay,
@@ -184,14 +163,19 @@ class StepRunner:
         desc: str,
         after_update: Callable[[], None] | None = None,
         after_epoch: Callable[[int], bool] | None = None,
+        extra: list[nn.Module] | None = None,
     ) -> None:
         """The training loop every phase uses: AdamW (encoder and head learning rates), linear
         warm-up and decay, gradient clipping, ``accelerate`` and a progress bar.
-        ``after_epoch(epoch)`` returning True stops the loop (early stopping)."""
+        ``after_epoch(epoch)`` returning True stops the loop (early stopping); ``extra``
+        modules (strategies' own) are optimised with the head's learning rate."""
         from tqdm.auto import tqdm
 
         acc = self.accelerator
-        opt, sched = self._optimizer(model, len(loader), epochs, lr, head_lr)
+        extra = extra or []
+        for m in extra:
+            m.to(acc.device).train()
+        opt, sched = self._optimizer(model, len(loader), epochs, lr, head_lr, extra)
         wrapped, opt, loader, sched = acc.prepare(model, opt, loader, sched)
         wrapped.train()
         total = len(loader) * epochs
@@ -205,7 +189,8 @@ class StepRunner:
             for batch in loader:
                 loss = loss_fn(wrapped, batch)
                 acc.backward(loss)
-                acc.clip_grad_norm_(wrapped.parameters(), self.config.train.grad_clip)
+                params = [*wrapped.parameters(), *(p for m in extra for p in m.parameters())]
+                acc.clip_grad_norm_(params, self.config.train.grad_clip)
                 opt.step()
                 sched.step()
                 opt.zero_grad()
@@ -260,7 +245,7 @@ class StepRunner:
                 previous = copy.deepcopy(model).eval().requires_grad_(False)
             model.add_labels(step.new_types, self.config.types)
         model.to(self.accelerator.device)
-        step, pool, assignment, hidden = _fit_windows(model, step, pool, assignment, hidden)
+        step, pool, assignment, hidden = fit_windows(model, step, pool, assignment, hidden)
         ctxs = []
         for s in self.strategies:
             state = states.get(s.name)
@@ -332,6 +317,7 @@ class StepRunner:
             desc=f"step {ctx.step.index + 1}{f'/{self.steps_total}' if self.steps_total else ''}",
             after_update=after_update,
             after_epoch=after_epoch,
+            extra=[m for strat, c in pairs for m in strat.modules(c)],
         )
         best.restore(ctx.model)
         for strat, c in pairs:
@@ -393,38 +379,3 @@ class StepRunner:
             100 * scores.macro_f1,
         )
         return time.perf_counter() - began, scores.macro_f1
-
-
-def _fit_windows(
-    model: Tagger,
-    step: Step,
-    pool: list[Sentence] | None,
-    assignment: list[int] | None,
-    hidden: list[Sentence] | None,
-) -> tuple[Step, list[Sentence], list[int], list[Sentence] | None]:
-    """The step's training sentences (and ``pool``, ``hidden``) with every sentence longer
-    than the model's ``max_length`` split into windows (:func:`split_long`), logged when any
-    is; ``pool`` and ``assignment`` default to the step's own data."""
-    enc = model.token_encoder
-    budget = enc.max_length - 2
-
-    def count(token: str) -> int:
-        return len(enc.pieces(token))
-
-    train, also, origin = split_long(step.train, count, budget, [] if hidden is None else [hidden])
-    long = [n for n in Counter(origin).values() if n > 1]
-    if long:
-        logger.info(
-            "step %d: %d training sentences longer than max_length %d split into %d windows",
-            step.index + 1,
-            len(long),
-            enc.max_length,
-            sum(long),
-        )
-    step = replace(step, train=train)
-    hidden = also[0] if also else None
-    if pool is None:
-        return step, list(train), [step.index] * len(train), hidden
-    assignment = [step.index] * len(pool) if assignment is None else assignment
-    pool, _, pool_origin = split_long(pool, count, budget)
-    return step, pool, [assignment[i] for i in pool_origin], hidden

@@ -275,3 +275,33 @@ class CRF(nn.Module):
         tags = torch.stack(path[::-1], dim=1).tolist()
         lengths = mask.long().sum(1).tolist()
         return [row[:n] for row, n in zip(tags, lengths, strict=True)]
+
+    def partial_nll(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        word_mask: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """CRF negative log-likelihood of the known labels, mean over sentences.
+
+        A word labelled -100 may take any label: the loss is ``log Z - log Z_known``, where
+        ``Z_known`` sums the scores of every path that agrees with the known labels (for a fully
+        labelled sentence that is the usual path score). logits (B, W, C), labels/mask (B, W);
+        ``weights`` (B, W): each sentence's term is scaled by its labelled words' mean weight.
+        """
+        rows = word_mask.any(1) & ((labels != -100) & word_mask).any(1)
+        if not bool(rows.any()):
+            return logits.sum() * 0.0
+        em, lab, mask = logits[rows], labels[rows], word_mask[rows]
+        known = (lab != -100) & mask
+        if weights is None and bool((known == mask).all()):
+            return self.neg_log_likelihood(em, lab.clamp(min=0), mask)
+        one_hot = nn.functional.one_hot(lab.clamp(min=0), em.shape[-1]).bool()
+        allowed = one_hot | ~known.unsqueeze(-1)
+        constrained = em.masked_fill(~allowed, -1e4)
+        nll = self.log_partition(em, mask) - self.log_partition(constrained, mask)
+        if weights is not None:
+            w = weights[rows].masked_fill(~known, 0.0)
+            nll = nll * w.sum(1) / known.sum(1).clamp(min=1)
+        return nll.sum() / rows.sum()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,3 +151,21 @@ def collate(
     if labels is not None:
         batch["labels"] = out_labels
     return batch
+
+
+def gather_words(states: torch.Tensor, word_index: torch.Tensor) -> torch.Tensor:
+    """Each word's first-piece state: (B, T, H), (B, W) -> (B, W, H)."""
+    idx = word_index.unsqueeze(-1).expand(-1, -1, states.shape[-1])
+    out: torch.Tensor = states.gather(1, idx)
+    return out
+
+
+def run_lstm(lstm: nn.LSTM, feats: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+    """A batch-first BiLSTM over the real words only: (B, W, H), (B, W) -> (B, W, H')."""
+    lengths = word_mask.sum(1).clamp(min=1).cpu()
+    packed = nn.utils.rnn.pack_padded_sequence(
+        feats, lengths, batch_first=True, enforce_sorted=False
+    )
+    out, _ = lstm(packed)
+    padded, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=feats.shape[1])
+    return padded

@@ -23,7 +23,7 @@ from diancang.data.tokenize import tokenize
 from diancang.errors import ConfigError, DiancangError
 from diancang.model import windows
 from diancang.model.crf import CRF
-from diancang.model.features import Encoded, TokenEncoder, collate
+from diancang.model.features import Encoded, TokenEncoder, collate, gather_words, run_lstm
 from diancang.model.head import GrowableLinear
 from diancang.model.label_head import LabelSemanticHead
 from diancang.model.prompt_span import (
@@ -201,18 +201,8 @@ class Tagger(nn.Module):
     ) -> torch.Tensor:
         """Per-word features (B, W, H') from token states (B, T, H): first pieces, then the
         BiLSTM if there is one."""
-        idx = word_index.unsqueeze(-1).expand(-1, -1, states.shape[-1])
-        feats: torch.Tensor = states.gather(1, idx)  # (B, W, H)
-        if self.lstm is not None:
-            lengths = word_mask.sum(1).clamp(min=1).cpu()
-            packed = nn.utils.rnn.pack_padded_sequence(
-                feats, lengths, batch_first=True, enforce_sorted=False
-            )
-            packed_out, _ = self.lstm(packed)
-            feats, _ = nn.utils.rnn.pad_packed_sequence(
-                packed_out, batch_first=True, total_length=feats.shape[1]
-            )
-        return feats
+        feats = gather_words(states, word_index)
+        return feats if self.lstm is None else run_lstm(self.lstm, feats, word_mask)
 
     def _check_type_texts(self, types: list[str]) -> None:
         """Refuse types whose texts encode to the same ids (their labels could never differ)."""
@@ -259,7 +249,7 @@ class Tagger(nn.Module):
         if isinstance(self.head, PromptSpanHead):
             return pointer_loss(out.logits, labels, word_mask)
         if self.crf is not None:
-            return self._crf_partial_nll(out.logits, labels, word_mask, weights)
+            return self.crf.partial_nll(out.logits, labels, word_mask, weights)
         if not bool((labels != -100).any()):
             return out.logits.sum() * 0.0  # nothing to learn from in this batch (not NaN)
         if weights is not None:
@@ -269,37 +259,6 @@ class Tagger(nn.Module):
         return nn.functional.cross_entropy(
             out.logits.reshape(-1, out.logits.shape[-1]), labels.reshape(-1), ignore_index=-100
         )
-
-    def _crf_partial_nll(
-        self,
-        logits: torch.Tensor,
-        labels: torch.Tensor,
-        word_mask: torch.Tensor,
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """CRF negative log-likelihood of the known labels, mean over sentences.
-
-        A word labelled -100 may take any label: the loss is ``log Z - log Z_known``, where
-        ``Z_known`` sums the scores of every path that agrees with the known labels (for a fully
-        labelled sentence that is the usual path score). logits (B, W, C), labels/mask (B, W);
-        ``weights`` (B, W): each sentence's term is scaled by its labelled words' mean weight.
-        """
-        assert self.crf is not None
-        rows = word_mask.any(1) & ((labels != -100) & word_mask).any(1)
-        if not bool(rows.any()):
-            return logits.sum() * 0.0
-        em, lab, mask = logits[rows], labels[rows], word_mask[rows]
-        known = (lab != -100) & mask
-        if weights is None and bool((known == mask).all()):
-            return self.crf.neg_log_likelihood(em, lab.clamp(min=0), mask)
-        one_hot = nn.functional.one_hot(lab.clamp(min=0), em.shape[-1]).bool()
-        allowed = one_hot | ~known.unsqueeze(-1)
-        constrained = em.masked_fill(~allowed, -1e4)
-        nll = self.crf.log_partition(em, mask) - self.crf.log_partition(constrained, mask)
-        if weights is not None:
-            w = weights[rows].masked_fill(~known, 0.0)
-            nll = nll * w.sum(1) / known.sum(1).clamp(min=1)
-        return nll.sum() / rows.sum()
 
     def decode(self, out: TaggerOutput, word_mask: torch.Tensor) -> list[list[int]]:
         """Best label ids per word (Viterbi with a CRF, else argmax), one list per row."""

@@ -1,10 +1,11 @@
 """Which task each training batch comes from, when a main task trains beside auxiliary ones.
 
-``proportional``: tasks in proportion to their batches per epoch (every batch of every task
-once per epoch, shuffled together). ``equal``: each task as often as the main one (smaller
-ones cycle, larger ones are cut). ``subsample``: every task gives as many batches as the
-*smallest* one, a fresh random subset of the larger ones each epoch (the seed article's
-"subsampling the larger task each iteration").
+The main task (task 0) gives every batch once per epoch in all three. ``proportional``: every
+batch of every auxiliary task once per epoch too, shuffled together (tasks in proportion to
+their size). ``equal``: each auxiliary task exactly as many batches as the main one (a smaller
+one cycles, a larger one is cut). ``subsample``: each auxiliary task at most as many batches as
+the main one, a fresh random subset of a larger one every epoch (the seed article's
+"subsampling the larger task each iteration"), all of a smaller one.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ def schedule(batches: list[int], sampling: Sampling, seed: int) -> list[tuple[in
         target = batches[0]
         picks = [(t, i % n) for t, n in enumerate(batches) if n for i in range(target)]
     elif sampling == "subsample":
-        smallest = min(n for n in batches if n)
-        picks = [(t, i) for t, n in enumerate(batches) if n for i in rng.sample(range(n), smallest)]
+        cap = batches[0]
+        picks = [(t, i) for t, n in enumerate(batches) for i in rng.sample(range(n), min(n, cap))]
     else:
         raise ValueError(f"unknown sampling {sampling!r}")
     rng.shuffle(picks)

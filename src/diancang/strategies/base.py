@@ -197,6 +197,11 @@ class Strategy:
         """The step's training sentences, possibly transformed or extended."""
         return data
 
+    def modules(self, ctx: StepContext) -> list[torch.nn.Module]:
+        """Trainable modules of the strategy's own for this step (e.g. auxiliary task heads),
+        optimised beside the model with the head's learning rate; not part of the model."""
+        return []
+
     def targets(self, ctx: StepContext, batch: StepBatch, target: Target) -> Target:
         """The base loss's labels (B, W) and weights for this batch (-100: not in the loss)."""
         return target
@@ -246,6 +251,7 @@ strategies: Registry[type[Strategy]] = Registry(
             "review",
             "seq_star",
             "rdp",
+            "multitask",
         )
     ),
 )
