@@ -73,3 +73,11 @@ def test_a_tiny_multitask_run_learns_both_tasks_and_keeps_the_heads(tmp_path):
     assert word_scores(gold, _aux_words(heads, learner.model, sentences))["f1"] > 0.9
     # each step saved its own heads, trained on from the previous step's
     assert len({state_of(k)["heads"] for k in range(3)}) == 3
+
+
+def test_the_auxiliary_texts_are_offered_to_vocabulary_trimming(tmp_path):
+    _segmented(tmp_path / "seg.utf8")
+    task = {"name": "seg", "kind": "cws", "path": str(tmp_path / "seg.utf8"), "format": "segmented"}
+    strategy = MultiTask.from_config({"aux_tasks": [task]})
+    texts = strategy.texts(seed=1)
+    assert len(texts) == 42 and texts[0] == read_segmented(tmp_path / "seg.utf8")[0].tokens

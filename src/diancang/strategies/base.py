@@ -197,6 +197,11 @@ class Strategy:
         """The step's training sentences, possibly transformed or extended."""
         return data
 
+    def texts(self, seed: int) -> list[list[str]]:
+        """Token lists the strategy will encode besides the run's data (auxiliary data), so
+        that vocabulary trimming keeps their pieces."""
+        return []
+
     def modules(self, ctx: StepContext) -> list[torch.nn.Module]:
         """Trainable modules of the strategy's own for this step (e.g. auxiliary task heads),
         optimised beside the model with the head's learning rate; not part of the model."""
