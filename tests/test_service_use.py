@@ -307,3 +307,28 @@ def test_a_large_request_does_not_hold_up_a_small_one(archive_dir, tmp_path):  #
         sender.join()
         assert small and took["large"] > 1.0, (took, small)
     assert max(small) < 0.25 * took["large"], (took, small)
+
+
+def test_learn_can_add_an_auxiliary_task_to_a_step(archive_dir, tmp_path):  # noqa: F811
+    import json
+
+    from typer.testing import CliRunner
+
+    from diancang.cli import app
+    from tests.test_multitask import _segmented
+
+    root = fresh_copy(archive_dir, tmp_path)
+    _segmented(tmp_path / "seg.utf8")
+    runner = CliRunner()
+    data = str(upload(tmp_path, ["ORG"]))
+    r = runner.invoke(app, ["learn", "--data", data, "--archive", str(root), "--aux", "seg=pos:x"])
+    assert r.exit_code == 2 and "NAME=KIND:FORMAT:PATH" in r.output
+    aux = f"seg=cws:segmented:{tmp_path / 'seg.utf8'}"
+    args = ["learn", "--data", data, "--archive", str(root), "--epochs", "3", "--aux", aux]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    version = Archive(root).get(2)
+    assert version.strategies == ["distill@1", "multitask@1"]
+    record = json.loads((Archive(root).model_dir(2) / "strategies.json").read_text("utf-8"))
+    state = next(e["state"] for e in record["strategies"] if e["name"] == "multitask")
+    assert state["labels"] == {"seg": ["B", "M", "E", "S"]} and state["heads"]

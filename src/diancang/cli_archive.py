@@ -16,6 +16,28 @@ ARCHIVE = Annotated[Path, typer.Option(help="The archive folder.")]
 DEFAULT_ARCHIVE = Path("runs/archive")
 
 
+def _aux_task(spec: str) -> dict[str, Any]:
+    """``NAME=KIND:FORMAT:PATH`` -> a multitask ``aux_tasks`` entry."""
+    name, _, rest = spec.partition("=")
+    parts = rest.split(":", 2)
+    if not name or len(parts) != 3 or parts[0] not in ("ner", "cws"):
+        raise ConfigError(
+            f"--aux {spec!r} is not NAME=KIND:FORMAT:PATH",
+            fix="e.g. --aux msr=cws:segmented:msr_test_gold.utf8 or --aux pd=ner:conll:pd.txt",
+        )
+    kind, fmt, path = parts
+    return {"name": name, "kind": kind, "format": fmt, "path": path}
+
+
+def _version_strategies(archive: Path, version: int | None) -> list[str]:
+    """The strategies (names) the version a step starts from was trained with."""
+    from diancang.archive import Archive
+    from diancang.strategies.base import split_id
+
+    names = [split_id(s)[0] for s in Archive(archive).pick(version).strategies]
+    return [n for n in names if n != "multitask"]
+
+
 def _say(fraction: float, message: str | None) -> None:
     """A learning job's progress on the terminal: its log lines (not every batch)."""
     if message:
@@ -115,6 +137,13 @@ def register(app: typer.Typer, user_errors: Any) -> None:
             ),
         ] = None,
         promote: Annotated[bool, typer.Option(help="Promote if the gate accepts.")] = False,
+        aux: Annotated[
+            list[str] | None,
+            typer.Option(
+                help="NAME=KIND:FORMAT:PATH, an auxiliary task trained beside this step "
+                "(multitask, hard sharing), e.g. msr=cws:segmented:msr_gold.utf8 (repeatable)."
+            ),
+        ] = None,
     ) -> None:
         """Learn new types from DATA on top of a version; register a candidate (and promote)."""
         from diancang.archive import Archive
@@ -134,6 +163,11 @@ def register(app: typer.Typer, user_errors: Any) -> None:
                     f"--type-text {bad[0]!r} is not NAME=TEXT", fix="e.g. --type-text PRO=产品"
                 )
             overrides["types"] = dict(t.split("=", 1) for t in type_text)
+        if aux:
+            overrides["strategy_params"] = {"multitask": {"aux_tasks": [_aux_task(a) for a in aux]}}
+            base = strategies.split(",") if strategies else None
+            overrides["strategies"] = [*(base or _version_strategies(archive, from_version)),
+                                       "multitask"]  # fmt: skip
         store = Archive(archive)
         outcome = learn_step(
             store,
