@@ -162,3 +162,20 @@ def test_epochs_that_learned_nothing_yet_do_not_use_up_the_patience():
     assert best.f1 == 0.3
     stuck = Best(patience=2)
     assert not any(stuck.update(0.0, model) for _ in range(8))  # trains to the maximum
+
+
+def test_min_updates_gives_a_small_step_more_epochs_and_sentences_count_epochs_run(tmp_path):
+    learner, stream = tiny_run(tmp_path, ["finetune"], epochs=1, train_extra={"min_updates": 12})
+    learner.run()
+    for step, sentences in zip(stream.steps, learner.progress.sentences, strict=True):
+        batches = -(-len(step.train) // 8)
+        assert sentences == len(step.train) * max(1, -(-12 // batches))
+    patient, _ = tiny_run(
+        tmp_path / "p", ["finetune"], epochs=50, dev=True, train_extra={"patience": 1}
+    )
+    patient.run()
+    epochs_run = [len(e) for e in patient.progress.epochs]
+    assert max(epochs_run) < 50  # stopped early ...
+    assert patient.progress.sentences == [  # ... and counted only the epochs it ran
+        len(s.train) * n for s, n in zip(patient.stream.steps, epochs_run, strict=True)
+    ]

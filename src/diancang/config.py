@@ -151,6 +151,13 @@ class TrainConfig(_Section):
         "count), and keep the best epoch's weights; `epochs` is then the maximum. Null: train "
         "exactly `epochs`. Needs dev data in every step.",
     )
+    min_updates: int | None = Field(
+        None,
+        ge=1,
+        description="A step trains for at least this many optimizer updates: a step whose "
+        "data is small gets more than `epochs` epochs (still stopped by `patience`). Null: "
+        "`epochs` alone.",
+    )
     batch_size: int = Field(16, ge=1, description="Training batch size (sentences).")
     eval_batch_size: int = Field(64, ge=1, description="Evaluation batch size.")
     lr: float = Field(5e-5, gt=0, description="Learning rate of the encoder.")

@@ -164,11 +164,12 @@ class StepRunner:
         after_update: Callable[[], None] | None = None,
         after_epoch: Callable[[int], bool] | None = None,
         extra: list[nn.Module] | None = None,
-    ) -> None:
+    ) -> int:
         """The training loop every phase uses: AdamW (encoder and head learning rates), linear
         warm-up and decay, gradient clipping, ``accelerate`` and a progress bar.
         ``after_epoch(epoch)`` returning True stops the loop (early stopping); ``extra``
-        modules (strategies' own) are optimised with the head's learning rate."""
+        modules (strategies' own) are optimised with the head's learning rate. Returns the
+        epochs run."""
         from tqdm.auto import tqdm
 
         acc = self.accelerator
@@ -182,7 +183,7 @@ class StepRunner:
         show = self.config.train.progress and self.is_main
         # disable=None: tqdm turns itself off when stderr is not a terminal (logs, CI).
         bar = tqdm(total=total, desc=desc, disable=None if show else True, leave=False)
-        done = 0
+        done = epoch = 0
         for epoch in range(epochs):
             bar.set_description(f"{desc} epoch {epoch + 1}/{epochs}")
             began, losses = time.perf_counter(), []
@@ -217,6 +218,7 @@ class StepRunner:
                 if stop:
                     break
         bar.close()
+        return epoch + 1 if epochs else 0
 
     # ----------------------------------------------------------------------------- one step
     def run_step(
@@ -307,11 +309,14 @@ class StepRunner:
         if ctx.previous is not None:
             hidden = any(strat.needs_hidden_states for strat, _ in pairs)
             teacher = TeacherCache(ctx.previous, hidden, tc.teacher_cache_mb * 2**20)
-        self.fit(
+        epochs = tc.epochs
+        if tc.min_updates:  # a small step gets the epochs a large one has anyway
+            epochs = max(epochs, -(-tc.min_updates // max(1, len(loader))))
+        ran = self.fit(
             ctx.model,
             loader,
             lambda model, batch: self.batch_loss(pairs, model, batch, teacher, audit),
-            epochs=tc.epochs,
+            epochs=epochs,
             lr=tc.lr,
             head_lr=tc.head_lr,
             desc=f"step {ctx.step.index + 1}{f'/{self.steps_total}' if self.steps_total else ''}",
@@ -327,7 +332,7 @@ class StepRunner:
         seconds = time.perf_counter() - start - eval_seconds[0]
         self.accelerator.wait_for_everyone()
         self.accelerator.free_memory()
-        return seconds, len(loader.dataset) * tc.epochs  # type: ignore[arg-type]
+        return seconds, len(loader.dataset) * ran  # type: ignore[arg-type]
 
     def batch_loss(
         self,
