@@ -1,0 +1,202 @@
+"""Transfer to a small domain: ``python -m benchmarks.transfer [--quick] [--seeds 1,2,3]``.
+
+Weibo NER (8 types, all in one step: plain supervised learning) with e5-small at one training
+budget: alone, and beside each auxiliary dataset (MSRA NER, People's Daily NER, SIGHAN MSR word
+segmentation) under each sharing mode of the ``multitask`` strategy; all of it again at a
+300-sentence annotation budget, where transfer should matter most. Every (arm, budget, seed) is
+its own ``diancang run`` (:func:`benchmarks.run.run_one`); runs already in
+``results/transfer-weibo[-quick].json`` with the same run config are kept, so a session can add
+arms or seeds. Writes that JSON and its Markdown page (test micro and macro F1, mean and sd over
+seeds, the gain over Weibo alone, seconds a step against alone, and the adversarial
+discriminator's accuracy against chance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.run import RESULTS, ROOT, run_one
+from benchmarks.specs import E5, TRAIN_PRETRAINED, merge
+from diancang.data.presets import default_data_dir
+from diancang.provenance import git_commit
+
+#: The auxiliary datasets: a multitask ``aux_tasks`` entry each (``{data}``: the data folder).
+AUX: dict[str, dict[str, Any]] = {
+    "msra": {"kind": "ner", "preset": "msra"},
+    "pd": {"kind": "ner", "path": "{data}/peoples_daily/example.dev", "format": "conll"},
+    "msr_cws": {
+        "kind": "cws",
+        "path": "{data}/sighan2005/msr_test_gold.utf8",
+        "format": "segmented",
+    },
+}
+#: Sharing modes measured (``asymmetric`` is not built yet).
+MODES = ("hard", "adversarial")
+BUDGETS = {"full": None, "300": 300}
+
+
+def base_config(data_dir: Path, quick: bool) -> dict[str, Any]:
+    """Weibo NER in one step, e5-small, trained until dev F1 stops improving."""
+    config: dict[str, Any] = {
+        "data": {"preset": "weibo_ner", "dir": str(data_dir / "weibo_ner")},
+        "stream": {"fg": 8, "pg": 1},
+        "model": {**E5, "max_length": 192},
+        "train": {**TRAIN_PRETRAINED, "epochs": 30, "patience": 3, "min_updates": 300},
+    }
+    if quick:
+        quick_train = {"epochs": 1, "patience": None, "min_updates": None}
+        config = merge(config, {"data": {"max_train": 200}, "train": quick_train})
+    return config
+
+
+def arms(data_dir: Path, quick: bool) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Each arm's strategy and config overrides: ``alone``, then ``<aux>-<mode>``."""
+    out: dict[str, tuple[str, dict[str, Any]]] = {"alone": ("finetune", {})}
+    for aux, task in AUX.items():
+        entry: dict[str, Any] = {k: str(v).format(data=data_dir) for k, v in task.items()}
+        entry = {"name": aux, **entry, "max_sentences": 300 if quick else 5000}
+        for mode in MODES:
+            params = {"sharing": mode, "aux_tasks": [entry]}
+            out[f"{aux}-{mode}"] = ("multitask", {"strategy_params": {"multitask": params}})
+    return out
+
+
+def discriminator(run_dir: Path) -> float | None:
+    """The adversarial discriminator's accuracy in the run's last step (None without one)."""
+    found = sorted(run_dir.glob("checkpoints/step-*/strategies.json"))
+    if not found:
+        return None
+    record = json.loads(found[-1].read_text("utf-8"))
+    for entry in record["strategies"]:
+        if entry["name"] == "multitask" and entry["state"] and entry["state"]["history"]:
+            value = entry["state"]["history"][-1].get("discriminator_accuracy")
+            return None if value is None else float(value)
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="200 sentences, 1 epoch (a smoke run)")
+    p.add_argument("--seeds", default="1", help="comma list of seeds")
+    p.add_argument("--arms", default=None, help="comma list of arms (default: all)")
+    p.add_argument("--budgets", default="full,300", help="full and/or 300")
+    p.add_argument("--data-dir", type=Path, default=None, help="datasets (../shared/data)")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench", help="run folders")
+    args = p.parse_args(argv)
+    data_dir = args.data_dir or default_data_dir()
+    if data_dir is None:
+        raise SystemExit("no data folder: pass --data-dir (../shared/data)")
+    label = "transfer-weibo" + ("-quick" if args.quick else "")
+    base = base_config(data_dir, args.quick)
+    table = arms(data_dir, args.quick)
+    chosen = args.arms.split(",") if args.arms else list(table)
+    path = RESULTS / f"{label}.json"
+    old = json.loads(path.read_text("utf-8"))["runs"] if path.exists() else []
+    runs = {(r["arm"], r["budget"], r["seed"]): r for r in old}
+    argv_used = argv if argv is not None else sys.argv[1:]
+    command = "python -m benchmarks.transfer " + " ".join(shlex.quote(a) for a in argv_used)
+    for budget in args.budgets.split(","):
+        for arm in chosen:
+            strategy, overrides = table[arm]
+            config = merge(merge(base, overrides), {"data": {"max_train": BUDGETS[budget]}})
+            for seed in (int(s) for s in args.seeds.split(",")):
+                kept = runs.get((arm, budget, seed))
+                if kept and kept["config"] == config:
+                    print(f"[{label}] {arm} {budget} seed {seed}: kept")
+                    continue
+                work = args.work / label / f"{arm}-{budget}"
+                record = run_one(f"{label}-{arm}-{budget}", config, strategy, seed, work, False)
+                run_dir = Path(record.pop("heatmap_src")).parent
+                runs[(arm, budget, seed)] = {
+                    "arm": arm,
+                    "budget": budget,
+                    "seed": seed,
+                    "config": config,
+                    "command": command,
+                    "summary": record["summary"],
+                    "meta": record["meta"],
+                    "discriminator_accuracy": discriminator(run_dir),
+                }
+    report = {
+        "benchmark": label,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "runs": sorted(runs.values(), key=lambda r: (r["budget"], r["arm"], r["seed"])),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", "utf-8")
+    page = render(report)
+    (RESULTS / f"{label}.md").write_text(page, "utf-8")
+    print(page)
+
+
+def _stat(xs: list[float]) -> str:
+    mean = 100 * statistics.mean(xs)
+    return f"{mean:.1f}" + (f" ± {100 * statistics.stdev(xs):.1f}" if len(xs) > 1 else "")
+
+
+def render(report: dict[str, Any]) -> str:
+    """The Markdown page: per budget, one row per arm (mean ± sd over seeds)."""
+    lines = [
+        f"# {report['benchmark']}: transfer to Weibo NER",
+        "",
+        "- commands: " + ", ".join(sorted({f"`{r['command']}`" for r in report["runs"]})),
+        f"- date: {report['date']}; git commit: {report['git_commit']}",
+        "- Weibo NER, 8 types in one step, e5-small (6 layers, 192 sub-tokens), test F1 in %; "
+        "discriminator accuracy against chance 0.5 (two tasks)",
+        "",
+    ]
+    for budget in BUDGETS:
+        rows = [r for r in report["runs"] if r["budget"] == budget]
+        if not rows:
+            continue
+        by: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            by.setdefault(r["arm"], []).append(r)
+        alone = by.get("alone", [])
+        base = statistics.mean(r["summary"]["final"]["micro"] for r in alone) if alone else None
+        base_s = (
+            statistics.mean(sum(r["meta"]["train_seconds_per_step"]) for r in alone)
+            if alone
+            else None
+        )
+        lines += [
+            f"## {budget} training sentences"
+            if budget != "full"
+            else "## all 1,350 training sentences",
+            "",
+        ]
+        lines += [
+            "| arm | seeds | micro F1 | macro F1 | micro vs alone | s/step vs alone "
+            "| discriminator acc |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for arm, rs in by.items():
+            micro = [r["summary"]["final"]["micro"] for r in rs]
+            gain = "–" if base is None else f"{100 * (statistics.mean(micro) - base):+.1f}"
+            secs = statistics.mean(sum(r["meta"]["train_seconds_per_step"]) for r in rs)
+            cost = "–" if not base_s else f"{secs / base_s:.2f}"
+            acc = [
+                r["discriminator_accuracy"]
+                for r in rs
+                if r.get("discriminator_accuracy") is not None
+            ]
+            lines.append(
+                f"| {arm} | {len(rs)} | {_stat(micro)} | "
+                f"{_stat([r['summary']['final']['macro'] for r in rs])} | {gain} | {cost} | "
+                f"{'–' if not acc else f'{statistics.mean(acc):.2f}'} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
