@@ -25,6 +25,7 @@ from typing import Any
 from benchmarks.run import RESULTS, ROOT, run_one
 from benchmarks.specs import E5, TRAIN_PRETRAINED, merge
 from diancang.data.presets import default_data_dir
+from diancang.learn.version import run_states
 from diancang.provenance import git_commit
 
 #: The auxiliary datasets: a multitask ``aux_tasks`` entry each (``{data}``: the data folder).
@@ -70,15 +71,9 @@ def arms(data_dir: Path, quick: bool) -> dict[str, tuple[str, dict[str, Any]]]:
 
 def discriminator(run_dir: Path) -> float | None:
     """The adversarial discriminator's accuracy in the run's last step (None without one)."""
-    found = sorted(run_dir.glob("checkpoints/step-*/strategies.json"))
-    if not found:
-        return None
-    record = json.loads(found[-1].read_text("utf-8"))
-    for entry in record["strategies"]:
-        if entry["name"] == "multitask" and entry["state"] and entry["state"]["history"]:
-            value = entry["state"]["history"][-1].get("discriminator_accuracy")
-            return None if value is None else float(value)
-    return None
+    history = run_states(run_dir).get("multitask", {}).get("history") or [{}]
+    value = history[-1].get("discriminator_accuracy")
+    return None if value is None else float(value)
 
 
 def main(argv: list[str] | None = None) -> None:
