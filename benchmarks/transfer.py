@@ -38,8 +38,8 @@ AUX: dict[str, dict[str, Any]] = {
         "format": "segmented",
     },
 }
-#: Sharing modes measured (``asymmetric`` is not built yet).
-MODES = ("hard", "adversarial")
+#: The sharing modes of ``multitask``.
+MODES = ("hard", "asymmetric", "adversarial")
 BUDGETS = {"full": None, "300": 300}
 
 

@@ -81,3 +81,62 @@ def test_the_auxiliary_texts_are_offered_to_vocabulary_trimming(tmp_path):
     strategy = MultiTask.from_config({"aux_tasks": [task]})
     texts = strategy.texts(seed=1)
     assert len(texts) == 42 and texts[0] == read_segmented(tmp_path / "seg.utf8")[0].tokens
+
+
+def test_a_side_tower_starts_silent_and_round_trips(tmp_path):
+    from diancang.model.tagger import Tagger
+    from tests.test_tagger import make_tagger
+
+    model = make_tagger(toy_sentences(8, seed=1), ["LOC", "PER"]).eval()
+    batch = model.batch([s.tokens for s in toy_sentences(4, seed=2)])
+    with torch.no_grad():
+        before = model(**batch).logits
+        model.add_side_tower(16)
+        assert torch.equal(model(**batch).logits, before)  # attached, not yet trained
+        torch.nn.init.normal_(model.side.proj.weight)
+        after = model(**batch).logits
+    assert not torch.allclose(after, before)
+    model.save_pretrained(tmp_path / "m")
+    again = Tagger.from_pretrained(tmp_path / "m")
+    assert again.spec.side_tower == 16
+    with torch.no_grad():
+        assert torch.allclose(again(**batch).logits, after, atol=1e-5)
+
+
+def test_asymmetric_sharing_serves_the_auxiliary_tower_with_the_tagger(tmp_path):
+    _segmented(tmp_path / "seg.utf8")
+    params = {
+        "sharing": "asymmetric",
+        "lstm_hidden": 16,
+        "aux_tasks": [
+            {"name": "seg", "kind": "cws", "path": str(tmp_path / "seg.utf8"),
+             "format": "segmented"}
+        ],
+    }  # fmt: skip
+    learner, _ = tiny_run(tmp_path, ["multitask"], epochs=12, strategy_params={"multitask": params})
+    matrix = learner.run()
+    assert min(matrix.after_own_step().values()) > 0.5
+    side = learner.model.side
+    assert side is not None and learner.model.spec.side_tower == 16
+    assert side.proj.weight.abs().sum() > 0  # the main task learned to read the tower
+    # the segmentation head reads the side tower, which the served model carries
+    record = json.loads((step_dir(tmp_path / "run", 2) / "strategies.json").read_text())
+    state = next(e["state"] for e in record["strategies"] if e["name"] == "multitask")
+    heads = Heads(64, {"seg": 4}, MultiTask.Params(), side=("seg", 32))
+    heads.load_state_dict(load_file(str(step_dir(tmp_path / "run", 2) / "blobs" / state["heads"])))
+    sentences = read_segmented(tmp_path / "seg.utf8")
+    rows = [learner.model.encode(s.tokens) for s in sentences]
+    batch = collate(rows, None, learner.model.token_encoder.pad_id)
+    with torch.no_grad():
+        states = side.states(MultiTask._shared(learner.model, batch), batch["word_mask"])
+        tags = heads.heads["seg"](states).argmax(-1).tolist()
+    names = ["B", "M", "E", "S"]
+    guess = [words_of(s.tokens, [names[t] for t in row[: len(s.tokens)]])
+             for s, row in zip(sentences, tags, strict=True)]  # fmt: skip
+    gold = [words_of(s.tokens, cws_tags(s)) for s in sentences]
+    assert word_scores(gold, guess)["f1"] > 0.8
+    from diancang.model.tagger import Tagger
+
+    saved = Tagger.from_pretrained(step_dir(tmp_path / "run", 2))
+    assert saved.side is not None
+    assert torch.equal(saved.side.proj.weight, side.proj.weight.cpu())

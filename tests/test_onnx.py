@@ -17,6 +17,8 @@ def test_onnx_tags_as_pytorch_does_long_sentences_included(tmp_path, crf):
     types = ["LOC", "PER"]
     data = [s.keep_types(types) for s in toy_sentences(14)]
     model = make_tagger(data, types, crf=crf, bilstm=crf)
+    if not crf:  # with an asymmetric multi-task side tower
+        model.add_side_tower(8)
     overfit(model, data, epochs=40)
     tokens = [s.tokens for s in data] + [["的"] * 130 + data[0].tokens]
     tags, probs = model.predict_tags(tokens)
@@ -41,5 +43,9 @@ def test_backend_choice_and_what_cannot_export(tmp_path):
     assert onnx_backend.pick_backend(semantic, "auto", tmp_path) == "torch"
     with pytest.raises(ConfigError, match="label_semantic head"):
         onnx_backend.pick_backend(semantic, "onnx", tmp_path)
+    towers = make_tagger(data, ["PER"], bilstm=True)
+    towers.add_side_tower(8)
+    with pytest.raises(ConfigError, match="a BiLSTM and a side tower"):
+        onnx_backend.pick_backend(towers, "onnx", tmp_path)
     with pytest.raises(ConfigError, match="unknown backend"):
         onnx_backend.pick_backend(model, "gpu", tmp_path)

@@ -169,3 +169,26 @@ def run_lstm(lstm: nn.LSTM, feats: torch.Tensor, word_mask: torch.Tensor) -> tor
     out, _ = lstm(packed)
     padded, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=feats.shape[1])
     return padded
+
+
+class SideTower(nn.Module):
+    """A BiLSTM tower beside the main features (the asymmetric multi-task mode's auxiliary
+    tower): the main features also read its states through a projection that starts at zero,
+    so attaching a tower changes no prediction until it is trained."""
+
+    def __init__(self, size: int, hidden: int, out: int) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(size, hidden, batch_first=True, bidirectional=True)
+        self.proj = nn.Linear(2 * hidden, out)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def states(self, shared: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+        """The tower's own states: shared (B, W, H), word_mask (B, W) -> (B, W, 2 * hidden)."""
+        return run_lstm(self.lstm, shared, word_mask)
+
+    def forward(
+        self, shared: torch.Tensor, word_mask: torch.Tensor, main: torch.Tensor
+    ) -> torch.Tensor:
+        """main (B, W, H') plus the projected tower states of shared (B, W, H) -> (B, W, H')."""
+        return main + self.proj(self.states(shared, word_mask))

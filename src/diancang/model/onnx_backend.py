@@ -3,8 +3,9 @@
 The exported graph maps ``input_ids``, ``attention_mask`` (B, T), ``word_index`` and
 ``word_mask`` (B, W) to per-word ``logits`` (B, W, C); everything after the logits (CRF
 decoding, marginals, windows, spans) stays the tagger's own code, so both backends decode
-alike. Taggers with the ``linear`` head export (with or without BiLSTM and CRF); the
-text-based heads stay on PyTorch.
+alike. Taggers with the ``linear`` head export (with or without BiLSTM, side tower and CRF,
+but not with both towers: the exporter merges their two identical packings of the words into
+one, which it cannot translate); the text-based heads stay on PyTorch.
 """
 
 from __future__ import annotations
@@ -31,8 +32,17 @@ def available() -> bool:
 
 
 def exportable(tagger: Tagger) -> bool:
-    """Whether this tagger's forward pass exports (the ``linear`` head)."""
-    return tagger.spec.head == "linear"
+    """Whether this tagger's forward pass exports (the ``linear`` head, at most one tower)."""
+    return not why_not(tagger)
+
+
+def why_not(tagger: Tagger) -> str:
+    """Why this tagger does not export ("" when it does)."""
+    if tagger.spec.head != "linear":
+        return f"a {tagger.spec.head} head"
+    if tagger.lstm is not None and tagger.side is not None:
+        return "a BiLSTM and a side tower"
+    return ""
 
 
 class _Logits(nn.Module):
@@ -145,7 +155,7 @@ def pick_backend(tagger: Tagger, choice: str, cache: str | Path) -> str:
         return "onnx-int8" if choice == "onnx-int8" else "onnx"
     if choice == "auto":
         return "torch"
-    why = "onnxruntime is not installed" if not available() else f"a {tagger.spec.head} head"
+    why = "onnxruntime is not installed" if not available() else why_not(tagger)
     raise ConfigError(
         f"cannot run this model on {choice} ({why})",
         fix="pip install -e '.[onnx]', or use backend auto or torch",

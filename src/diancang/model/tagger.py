@@ -23,7 +23,14 @@ from diancang.data.tokenize import tokenize
 from diancang.errors import ConfigError, DiancangError
 from diancang.model import windows
 from diancang.model.crf import CRF
-from diancang.model.features import Encoded, TokenEncoder, collate, gather_words, run_lstm
+from diancang.model.features import (
+    Encoded,
+    SideTower,
+    TokenEncoder,
+    collate,
+    gather_words,
+    run_lstm,
+)
 from diancang.model.head import GrowableLinear
 from diancang.model.label_head import LabelSemanticHead
 from diancang.model.prompt_span import (
@@ -48,6 +55,9 @@ class TaggerSpec:
     crf: bool = False
     bilstm: bool = False
     lstm_hidden: int = 128
+    #: Hidden size (per direction) of a side BiLSTM tower the features also read (the
+    #: asymmetric multi-task mode's auxiliary tower); 0: none.
+    side_tower: int = 0
     dropout: float = 0.1
     encoder_name: str = "tiny-random"
     freeze_embeddings: bool = False
@@ -102,6 +112,9 @@ class Tagger(nn.Module):
             hidden = 2 * spec.lstm_hidden
         self.dropout = nn.Dropout(spec.dropout)
         self.feature_size = hidden
+        self.side: SideTower | None = None
+        if spec.side_tower:
+            self.add_side_tower(spec.side_tower)
         self.head: GrowableLinear | LabelSemanticHead | PromptSpanHead
         if spec.head == "label_semantic":
             self.head = LabelSemanticHead(hidden, int(getattr(encoder, "config").hidden_size))  # noqa: B009
@@ -200,9 +213,20 @@ class Tagger(nn.Module):
         self, states: torch.Tensor, word_index: torch.Tensor, word_mask: torch.Tensor
     ) -> torch.Tensor:
         """Per-word features (B, W, H') from token states (B, T, H): first pieces, then the
-        BiLSTM if there is one."""
-        feats = gather_words(states, word_index)
-        return feats if self.lstm is None else run_lstm(self.lstm, feats, word_mask)
+        BiLSTM if there is one, plus the side tower's reading if there is one."""
+        shared = gather_words(states, word_index)
+        feats = shared if self.lstm is None else run_lstm(self.lstm, shared, word_mask)
+        return feats if self.side is None else self.side(shared, word_mask, feats)
+
+    def add_side_tower(self, hidden: int) -> SideTower:
+        """Attach a side tower (BiLSTM of ``hidden`` per direction) that the features read; it
+        starts silent (predictions unchanged) and is saved with the model."""
+        if self.side is None:
+            size = int(getattr(self.encoder, "config").hidden_size)  # noqa: B009
+            self.side = SideTower(size, hidden, self.feature_size)
+            self.side.to(next(self.encoder.parameters()).device)
+            self.spec.side_tower = hidden
+        return self.side
 
     def _check_type_texts(self, types: list[str]) -> None:
         """Refuse types whose texts encode to the same ids (their labels could never differ)."""

@@ -7,6 +7,9 @@ is added to the main batch it rides with. ``sharing: adversarial`` adds a task d
 the max-pooled shared features behind a gradient-reversal layer (weight ``adversarial_weight``):
 the discriminator learns to tell the tasks apart, the encoder learns to make that impossible;
 its accuracy and loss are logged and kept in the step's report (near chance when it works).
+``sharing: asymmetric`` gives the first auxiliary task a BiLSTM tower that the main task's
+features also read (:class:`diancang.model.features.SideTower`): that tower is part of the
+tagger, saved and served with it, and the main loss trains it too.
 
 Word segmentation is tagged ``B/M/E/S`` per character from the data's word boundaries
 (:mod:`diancang.data.readers.segmented`). The auxiliary heads are saved with the version as a
@@ -65,13 +68,16 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     aux_tasks: list[AuxTask] = Field(default_factory=list, description="The auxiliary tasks.")
-    sharing: Literal["hard", "adversarial"] = Field(
+    sharing: Literal["hard", "asymmetric", "adversarial"] = Field(
         "hard",
-        description="hard: shared encoder, a head per task; adversarial: also a task "
-        "discriminator on the shared features behind a gradient-reversal layer.",
+        description="hard: shared encoder, a head per task; asymmetric: the first auxiliary "
+        "task's BiLSTM tower is also read by the main task (and served with it); adversarial: "
+        "a task discriminator on the shared features behind a gradient-reversal layer.",
     )
     private_lstm: bool = Field(False, description="A private BiLSTM tower per auxiliary task.")
-    lstm_hidden: int = Field(128, ge=8, description="Its hidden size per direction.")
+    lstm_hidden: int = Field(
+        128, ge=8, description="Hidden size per direction of a private (or asymmetric) tower."
+    )
     adversarial_weight: float = Field(0.05, ge=0, description="Lambda of the adversarial loss.")
     sampling: Sampling = Field("proportional", description="proportional, equal or subsample.")
     batch_size: int = Field(16, ge=1, description="Sentences per auxiliary batch.")
@@ -81,13 +87,18 @@ class Params(BaseModel):
 class Heads(nn.Module):
     """The auxiliary towers and heads, and the task discriminator (task 0 is the main one)."""
 
-    def __init__(self, hidden: int, labels: dict[str, int], p: Params) -> None:
+    def __init__(
+        self, hidden: int, labels: dict[str, int], p: Params, side: tuple[str, int] | None = None
+    ) -> None:
+        """``side``: the task whose tower is the tagger's side tower, and that tower's width."""
         super().__init__()
         self.lstms = nn.ModuleDict()
         self.heads = nn.ModuleDict()
         for name, n in labels.items():
             size = hidden
-            if p.private_lstm:
+            if side is not None and name == side[0]:
+                size = side[1]
+            elif p.private_lstm:
                 self.lstms[name] = nn.LSTM(
                     hidden, p.lstm_hidden, batch_first=True, bidirectional=True
                 )
@@ -159,7 +170,11 @@ class MultiTask(Strategy):
                 rows.append((enc, [index[t] for t in tags][: len(enc.word_index)]))
             tasks[task.name] = rows
             labels[task.name] = names
-        heads = Heads(hidden, {k: len(v) for k, v in labels.items()}, p)
+        side = None
+        if p.sharing == "asymmetric" and p.aux_tasks:
+            tower = model.add_side_tower(p.lstm_hidden)  # kept from an earlier step if it has one
+            side = (p.aux_tasks[0].name, 2 * tower.lstm.hidden_size)
+        heads = Heads(hidden, {k: len(v) for k, v in labels.items()}, p, side)
         state = ctx.state
         assert isinstance(state, MultiTask.State)
         if state.heads and state.labels == labels:
@@ -217,7 +232,8 @@ class MultiTask(Strategy):
         terms: dict[str, torch.Tensor] = {}
         pooled = []
         if p.sharing == "adversarial":
-            shared = self._shared(model, batch.inputs) if model.lstm else batch.out.features
+            towers = model.lstm is not None or model.side is not None
+            shared = self._shared(model, batch.inputs) if towers else batch.out.features
             pooled.append((_max_pool(shared, batch.inputs["word_mask"]), 0))
         for name, i in rides:
             rows = w["tasks"][name][i * p.batch_size : (i + 1) * p.batch_size]
@@ -228,7 +244,10 @@ class MultiTask(Strategy):
                 pooled.append(
                     (_max_pool(feats, inputs["word_mask"]), 1 + list(w["tasks"]).index(name))
                 )
-            if name in heads.lstms:
+            side = model.side if p.sharing == "asymmetric" and name == p.aux_tasks[0].name else None
+            if side is not None:
+                feats = side.states(feats, inputs["word_mask"])
+            elif name in heads.lstms:
                 feats = run_lstm(heads.lstms[name], feats, inputs["word_mask"])
             logits = heads.heads[name](model.dropout(feats))
             loss = F.cross_entropy(

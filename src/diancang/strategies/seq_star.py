@@ -166,8 +166,7 @@ class SeqStar(Strategy):
         modules: list[nn.Module] = []
         if p.freeze_encoder_after_first:
             modules.append(model.encoder)
-            if model.lstm is not None:
-                modules.append(model.lstm)
+            modules += [m for m in (model.lstm, model.side) if m is not None]
         if p.freeze_crf and model.crf is not None:
             modules.append(model.crf)
         for module in modules:
