@@ -79,7 +79,7 @@ def test_the_auxiliary_texts_are_offered_to_vocabulary_trimming(tmp_path):
     _segmented(tmp_path / "seg.utf8")
     task = {"name": "seg", "kind": "cws", "path": str(tmp_path / "seg.utf8"), "format": "segmented"}
     strategy = MultiTask.from_config({"aux_tasks": [task]})
-    texts = strategy.texts(seed=1)
+    texts = strategy.texts(seed=1, lang="zh", latin_words=False)
     assert len(texts) == 42 and texts[0] == read_segmented(tmp_path / "seg.utf8")[0].tokens
 
 

@@ -184,11 +184,42 @@ def export_cmd(
     tagger = Tagger.from_pretrained(model)
     if not onnx_backend.exportable(tagger):
         raise DiancangError(
-            f"a model with the {tagger.spec.head} head does not export",
+            f"a model with {onnx_backend.why_not(tagger)} does not export",
             fix="serve it with the torch backend",
         )
     path = onnx_backend.export(tagger, model / "model.onnx", int8=int8)
     typer.echo(f"wrote {path}")
+
+
+@app.command("pretrain")
+@user_errors
+def pretrain_cmd(
+    config: Annotated[Path | None, typer.Argument(help="YAML config (PretrainConfig).")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Dotted overrides, e.g. max_updates=500 masking.mode=entity."),
+    ] = None,
+    restart: Annotated[bool, typer.Option(help="Ignore a checkpoint and start over.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Less logging.")] = False,
+) -> None:
+    """Continue masked-language-model training of an encoder on raw text (lines, JSON lines,
+    NER files); writes an encoder folder to use as model.encoder. Resumes from its checkpoint."""
+    from diancang.config import load_as
+    from diancang.pretrain.config import PretrainConfig
+    from diancang.pretrain.trainer import pretrain
+
+    _logging(not quiet)
+    extra = list(overrides or [])
+    if config is not None and "=" in str(config) and not config.exists():
+        config, extra = None, [str(config), *extra]  # `diancang pretrain texts=[...] ...`
+    cfg = load_as(PretrainConfig, config, extra)
+    out = pretrain(cfg, restart=restart)
+    report = json.loads((out / "pretrain.json").read_text("utf-8"))
+    typer.echo(
+        f"{report['updates']} updates on {report['texts']} texts in {report['seconds']} s; "
+        f"held-out MLM loss {report['heldout_loss_before']} -> {report['heldout_loss_after']}; "
+        f"encoder: {out} (use model.encoder={out})"
+    )
 
 
 @data_app.command("stats")

@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from diancang.errors import ConfigError
+
+C = TypeVar("C", bound=BaseModel)
 
 
 class _Section(BaseModel):
@@ -258,11 +260,18 @@ def build_config(
     data: dict[str, Any], source: str = "config", overrides: Sequence[str] = ()
 ) -> RunConfig:
     """Validate a raw mapping (plus dotted overrides) into a :class:`RunConfig`."""
+    return validate_as(RunConfig, data, source, overrides)
+
+
+def validate_as(
+    schema: type[C], data: dict[str, Any], source: str = "config", overrides: Sequence[str] = ()
+) -> C:
+    """Validate a raw mapping (plus dotted overrides) into ``schema`` (any config model)."""
     tree = dict(data)
     for key, value in parse_overrides(list(overrides)):
         set_dotted(tree, key, value)
     try:
-        return RunConfig.model_validate(tree)
+        return schema.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(
             format_validation_error(err, source),
@@ -272,6 +281,11 @@ def build_config(
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
     """Load a YAML file (or the defaults when ``path`` is None) and apply dotted overrides."""
+    return load_as(RunConfig, path, overrides)
+
+
+def load_as(schema: type[C], path: str | Path | None, overrides: Sequence[str] = ()) -> C:
+    """:func:`load_config` for any config model (``diancang pretrain``'s too)."""
     raw: Any = {}
     source = "defaults"
     if path is not None:
@@ -292,7 +306,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunCo
             raise ConfigError(
                 "the top level must be a mapping", path=p, fix="write key: value pairs"
             )
-    return build_config(raw, source, overrides)
+    return validate_as(schema, raw, source, overrides)
 
 
 def dump_config(config: RunConfig, path: str | Path) -> None:

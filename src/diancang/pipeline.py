@@ -239,7 +239,11 @@ def run(config: RunConfig, restart: bool = False, command: str | None = None) ->
         check_assignment(stream, out / "stream.json")  # resuming: the split must not change
     save_stream(stream, out / "stream.json")
     texts = splits.train + splits.dev + splits.test  # trim_vocab keeps what these texts use
-    texts += [Sentence(t) for s in strategies for t in s.texts(config.seed)]  # auxiliary data
+    texts += [
+        Sentence(t)
+        for s in strategies
+        for t in s.texts(config.seed, splits.lang, config.model.latin_words)
+    ]  # auxiliary data
     learner = Learner(
         config,
         stream,

@@ -123,6 +123,12 @@ def trim_embeddings(encoder: Any, kept_ids: list[int]) -> None:
     encoder.config.vocab_size = len(kept_ids)
 
 
+def strip_pooler(encoder: Any) -> None:
+    """Drop the pooler (unused for tagging and MLM; keeps DDP free of unused parameters)."""
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
+
+
 def truncate_layers(encoder: Any, keep: int) -> None:
     """Keep the first ``keep`` transformer layers (BERT / XLM-R style ``encoder.layer`` lists)."""
     layers = getattr(getattr(encoder, "encoder", None), "layer", None)

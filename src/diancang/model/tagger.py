@@ -23,6 +23,7 @@ from diancang.data.tokenize import tokenize
 from diancang.errors import ConfigError, DiancangError
 from diancang.model import windows
 from diancang.model.crf import CRF
+from diancang.model.encoder import strip_pooler
 from diancang.model.features import (
     Encoded,
     SideTower,
@@ -85,18 +86,12 @@ class TaggerOutput:
     hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
-def _strip_pooler(encoder: nn.Module) -> None:
-    # The pooler is unused for tagging; removing it keeps DDP free of unused parameters.
-    if getattr(encoder, "pooler", None) is not None:
-        setattr(encoder, "pooler", None)  # noqa: B010
-
-
 class Tagger(nn.Module):
     """Token classifier over words (first sub-token of each word)."""
 
     def __init__(self, encoder: nn.Module, tokenizer: Any, spec: TaggerSpec) -> None:
         super().__init__()
-        _strip_pooler(encoder)
+        strip_pooler(encoder)
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.spec = spec

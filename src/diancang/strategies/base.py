@@ -197,9 +197,9 @@ class Strategy:
         """The step's training sentences, possibly transformed or extended."""
         return data
 
-    def texts(self, seed: int) -> list[list[str]]:
+    def texts(self, seed: int, lang: str, latin_words: bool) -> list[list[str]]:
         """Token lists the strategy will encode besides the run's data (auxiliary data), so
-        that vocabulary trimming keeps their pieces."""
+        that vocabulary trimming keeps their pieces (``lang``, ``latin_words``: the run's)."""
         return []
 
     def modules(self, ctx: StepContext) -> list[torch.nn.Module]:
@@ -257,6 +257,7 @@ strategies: Registry[type[Strategy]] = Registry(
             "seq_star",
             "rdp",
             "multitask",
+            "adapt",
         )
     ),
 )

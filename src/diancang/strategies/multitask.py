@@ -186,7 +186,7 @@ class MultiTask(Strategy):
         return {"heads": heads, "tasks": tasks, "labels": labels, "sizes": sizes, "plan": [],
                 "seen": 0, "stats": {"disc_right": 0, "disc_n": 0, "disc_loss": 0.0}}  # fmt: skip
 
-    def texts(self, seed: int) -> list[list[str]]:
+    def texts(self, seed: int, lang: str, latin_words: bool) -> list[list[str]]:
         """The auxiliary tasks' sentences (vocabulary trimming keeps their pieces)."""
         p: Params = self.params  # type: ignore[assignment]
         return [s.tokens for task in p.aux_tasks for s in _read(task, seed)]
