@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from diancang.data.record import DefectLog
+from diancang.data.record import DefectLog, Sentence
 from diancang.data.tokenize import tokenize
 from diancang.errors import ConfigError
 
@@ -31,7 +31,11 @@ class TextSource(BaseModel):
     """One file of raw text."""
 
     model_config = ConfigDict(extra="forbid")
-    path: Path = Field(description="The file.")
+    path: Path | None = Field(None, description="The file (or a preset).")
+    preset: str | None = Field(
+        None, description="A dataset preset instead of a file: its training sentences."
+    )
+    data_dir: Path | None = Field(None, description="The preset's data folder (default: found).")
     format: TextFormat = Field(
         "lines",
         description="lines: one text a line; jsonl: JSON objects with a text field; conll, "
@@ -99,9 +103,9 @@ def find_keywords(tokens: Sequence[str], keywords: Sequence[str]) -> list[tuple[
     return sorted(found)
 
 
-def _json_lines(src: TextSource, log: DefectLog) -> list[tuple[str, list[str]]]:
+def _json_lines(src: TextSource, path: Path, log: DefectLog) -> list[tuple[str, list[str]]]:
     out = []
-    lines = src.path.read_text("utf-8").splitlines()
+    lines = path.read_text("utf-8").splitlines()
     for no, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -110,7 +114,7 @@ def _json_lines(src: TextSource, log: DefectLog) -> list[tuple[str, list[str]]]:
         except json.JSONDecodeError:
             log.report(
                 "line is not JSON",
-                path=src.path,
+                path=path,
                 line=no,
                 action="skipped",
                 fix="write one JSON object a line",
@@ -120,7 +124,7 @@ def _json_lines(src: TextSource, log: DefectLog) -> list[tuple[str, list[str]]]:
         if not isinstance(text, str) or not text.strip():
             log.report(
                 f"no text in field {src.text_field!r}",
-                path=src.path,
+                path=path,
                 line=no,
                 action="skipped",
                 fix="set text_field to the field holding the text",
@@ -132,6 +136,15 @@ def _json_lines(src: TextSource, log: DefectLog) -> list[tuple[str, list[str]]]:
     return out
 
 
+def from_sentences(sentences: Iterable[Sentence], lang: str) -> list[RawText]:
+    """NER sentences as raw text: their words, and their spans as entities."""
+    return [
+        RawText(list(s.tokens), segment(s.tokens, lang), [(x.start, x.end) for x in s.spans])
+        for s in sentences
+        if s.tokens
+    ]
+
+
 def read_texts(
     sources: Sequence[TextSource], lang: str, latin_words: bool = False
 ) -> list[RawText]:
@@ -141,14 +154,20 @@ def read_texts(
     texts: list[RawText] = []
     log = DefectLog()
     for src in sources:
-        if not src.path.is_file():
-            raise ConfigError("text file not found", path=src.path, fix="give an existing file")
         got: list[RawText] = []
-        if src.format in ("lines", "jsonl"):
+        if src.preset is not None:
+            from diancang.data.presets import load_preset
+
+            got = from_sentences(load_preset(src.preset, src.data_dir).train, lang)
+        elif src.path is None or not src.path.is_file():
+            raise ConfigError(
+                "text file not found", path=src.path, fix="give an existing file or a preset"
+            )
+        elif src.format in ("lines", "jsonl"):
             pairs = (
                 [(t, []) for t in src.path.read_text("utf-8").splitlines() if t.strip()]
                 if src.format == "lines"
-                else _json_lines(src, log)
+                else _json_lines(src, src.path, log)
             )
             for text, keywords in pairs:
                 tokens, _ = tokenize(text.strip(), lang, latin_words)
@@ -157,10 +176,7 @@ def read_texts(
                     got.append(RawText(tokens, segment(tokens, lang), ents))
         else:
             fmt = "jsonl" if src.format == "ner_jsonl" else src.format
-            for s in read_any(src.path, format=fmt, log=log, lang=lang):
-                if s.tokens:
-                    ents = [(sp.start, sp.end) for sp in s.spans]
-                    got.append(RawText(list(s.tokens), segment(s.tokens, lang), ents))
+            got = from_sentences(read_any(src.path, format=fmt, log=log, lang=lang), lang)
         texts += got[: src.max_texts] if src.max_texts else got
     for kind, n in log.counts.items():
         where, action = log.first[kind]

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from diancang.data.record import Sentence
-from diancang.pretrain.corpus import RawText, TextSource, read_texts, segment
+from diancang.pretrain.corpus import TextSource, from_sentences, read_texts
 from diancang.pretrain.masking import Masking
 from diancang.pretrain.mlm import MLMHead, feature_distillation, masked_batch, mlm_loss, prepare
 from diancang.strategies.base import ALL_HEADS, StepContext, Strategy, StrategyState, strategies
@@ -91,12 +91,7 @@ class Adapt(Strategy):
         """Run the MLM phase (on ``data``'s text and the extra texts); ``data`` is unchanged."""
         p: Params = self.params  # type: ignore[assignment]
         model, previous, head = ctx.model, ctx.previous, ctx.work["head"]
-        lang = model.spec.lang
-        raw = [
-            RawText(list(s.tokens), segment(s.tokens, lang), [(x.start, x.end) for x in s.spans])
-            for s in data
-            if s.tokens
-        ]
+        raw = from_sentences(data, model.spec.lang)
         items = prepare([*raw, *ctx.work["extra"]], model.token_encoder, p.masking)
         if not items:
             return data
