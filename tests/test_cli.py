@@ -74,6 +74,13 @@ def test_predict_json_chinese_and_english(demo_run):
         for ent in line["entities"]:
             assert line["text"][ent["start"] : ent["end"]] == ent["text"]
             assert 0.0 <= ent["score"] <= 1.0
+    model = str(demo_run / "model")
+    types = json.loads((demo_run / "model" / "config.json").read_text())["types"]
+    result = runner.invoke(app, ["predict", model, "张三在北京工作", "--types", types[0]])
+    assert result.exit_code == 0, result.output
+    assert {e["type"] for e in json.loads(result.output)["entities"]} <= {types[0]}
+    result = runner.invoke(app, ["predict", model, "张三", "--types", "NOPE"])
+    assert result.exit_code != 0 and "unknown types ['NOPE']" in result.output
 
 
 def test_eval_prints_scores(demo_run):
@@ -207,11 +214,15 @@ def test_data_stats_says_which_files_are_ambiguous_and_counts_long_sentences(tmp
 def test_every_shipped_config_is_valid():
     from pathlib import Path
 
-    from diancang.config import load_config
+    from diancang.config import load_as, load_config
+    from diancang.pretrain.config import PretrainConfig
     from diancang.strategies.base import build_strategies
 
     configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
     assert configs
     for path in configs:
+        if path.name.startswith("pretrain-"):  # `diancang pretrain` configs
+            assert load_as(PretrainConfig, path).texts
+            continue
         cfg = load_config(path)
         build_strategies(cfg.strategies, cfg.strategy_params)  # names and parameters exist

@@ -115,6 +115,11 @@ def test_recognize_types_and_limits(archive_dir, tmp_path):
         for e in body["results"][0]["entities"]:
             assert "张三在北京工作"[e["start"] : e["end"]] == e["text"]
         assert c.post("/v1/recognize", json={"text": "李四"}).status_code == 200
+        # task-incremental: only the types asked for
+        r = c.post("/v1/recognize", json={"texts": ["张三在北京工作"], "types": ["LOC"]})
+        assert {e["type"] for e in r.json()["results"][0]["entities"]} <= {"LOC"}
+        r = c.post("/v1/recognize", json={"text": "张三", "types": ["ORG"]})
+        assert r.status_code == 422 and "unknown types ['ORG']" in r.json()["detail"]
         r = c.post("/v1/recognize", json={"texts": ["好", "x" * 2001]})
         assert r.status_code == 422 and "text 1" in r.json()["detail"]
         assert c.post("/v1/recognize", json={"texts": ["a"] * 5}).status_code == 413

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from diancang.data.record import spans_to_bio
+from diancang.errors import DiancangError
 from diancang.evaluation.metrics import entity_scores
 from diancang.model.encoder import build_vocab, tiny_random_encoder
 from diancang.model.features import collate
 from diancang.model.tagger import Tagger, TaggerSpec
+from diancang.predict import bio_spans
 from tests.toy import toy_sentences
 
 
@@ -196,3 +199,24 @@ def test_trimming_changes_no_output_on_the_texts_it_kept():
     with torch.no_grad():
         a, b = full(**full.batch(tokens)).logits, trimmed(**trimmed.batch(tokens)).logits
     assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("crf", [False, True])
+def test_task_incremental_prediction_keeps_to_the_types_asked(crf):
+    types = ["LOC", "PER"]
+    data = [s.keep_types(types) for s in toy_sentences(14)]
+    model = make_tagger(data, types, crf=crf)
+    overfit(model, data, epochs=40)
+    tokens = [s.tokens for s in data]
+    tags, _ = model.predict_tags(tokens)
+    only, _ = model.predict_tags(tokens, types=[["LOC"]] * len(tokens))
+    assert any(t.endswith("PER") for row in tags for t in row)
+    assert all(t == "O" or t.endswith("LOC") for row in only for t in row)
+    # a LOC mention the model found is still found when only LOC is asked for
+    loc = [(i, s) for i, row in enumerate(tags) for s in bio_spans(row) if s[2] == "LOC"]
+    found = {(i, s) for i, row in enumerate(only) for s in bio_spans(row)}
+    assert loc and sum(x in found for x in loc) >= 0.9 * len(loc)
+    mixed, _ = model.predict_tags(tokens[:2], types=[None, ["PER"]])
+    assert mixed[0] == tags[0]
+    with pytest.raises(DiancangError, match="unknown types"):
+        model.predict_tags(tokens[:1], types=[["ORG"]])

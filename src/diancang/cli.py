@@ -146,6 +146,13 @@ def predict(
     version: Annotated[
         int | None, typer.Option(help="With an archive: this version instead of the live one.")
     ] = None,
+    types: Annotated[
+        str | None,
+        typer.Option(
+            help="Only these types (comma list): task-incremental prediction, where the "
+            "caller knows which types a text may hold."
+        ),
+    ] = None,
 ) -> None:
     """Print the entities of each text as JSON (one object per line)."""
     from diancang.model.tagger import Tagger
@@ -166,7 +173,8 @@ def predict(
     if not items:
         raise DiancangError("no text given", fix="pass texts as arguments or --file")
     tagger = Tagger.from_pretrained(model)
-    for res in recognize(tagger, items):
+    only = [t.strip() for t in types.split(",") if t.strip()] if types else None
+    for res in recognize(tagger, items, types=None if only is None else [only] * len(items)):
         typer.echo(json.dumps(res, ensure_ascii=False))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from diancang.model.tagger import Tagger
@@ -22,11 +23,19 @@ def bio_spans(tags: list[str]) -> list[tuple[int, int, str]]:
     return spans
 
 
-def recognize(model: Tagger, texts: list[str], batch_size: int = 32) -> list[dict[str, Any]]:
+def recognize(
+    model: Tagger,
+    texts: list[str],
+    batch_size: int = 32,
+    types: Sequence[Sequence[str] | None] | None = None,
+) -> list[dict[str, Any]]:
     """Entities of each text: ``{"text", "entities": [{"text", "type", "start", "end", "score"}]}``
-    with character offsets (end exclusive) and the mean probability of the span's labels."""
+    with character offsets (end exclusive) and the mean probability of the span's labels.
+    ``types[i]``: the only types text ``i`` may get (task-incremental; None: all)."""
     tokenized = [model.tokenize(t) for t in texts]
-    tags, probs = model.predict_tags([tok for tok, _ in tokenized], batch_size=batch_size)
+    tags, probs = model.predict_tags(
+        [tok for tok, _ in tokenized], batch_size=batch_size, types=types
+    )
     results = []
     for text, (_, offsets), tag, prob in zip(texts, tokenized, tags, probs, strict=True):
         entities = []

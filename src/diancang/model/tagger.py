@@ -9,7 +9,7 @@ new type, so old label ids never change. A saved model folder describes itself: 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ from torch import nn
 from diancang import __version__
 from diancang.data.tokenize import tokenize
 from diancang.errors import ConfigError, DiancangError
-from diancang.model import windows
 from diancang.model.crf import CRF
 from diancang.model.encoder import strip_pooler
 from diancang.model.features import (
@@ -310,70 +309,26 @@ class Tagger(nn.Module):
         batch = collate([self.encode(t) for t in sentences], None, self.token_encoder.pad_id)
         return {k: v.to(device) for k, v in batch.items()}
 
-    @torch.no_grad()
     def predict_tags(
-        self, sentences: list[list[str]], batch_size: int = 64, progress: str | None = None
-    ) -> tuple[list[list[str]], list[list[float]]]:
-        """BIO tags and per-word probabilities of the chosen label, one list per sentence. A
-        sentence longer than ``max_length`` is tagged in overlapping windows and merged back
-        (:mod:`diancang.model.windows`), so every word gets a tag. ``progress``: the label of
-        a progress bar (shown on a terminal only)."""
-        enc = self.token_encoder
-        plan, parts = windows.plan(
-            sentences, lambda t: len(enc.pieces(t)), enc.max_length - 2, self.spec.window_overlap
-        )
-        return windows.merge(plan, *self._predict_parts(parts, batch_size, progress))
-
-    def _predict_parts(
-        self, sentences: list[list[str]], batch_size: int, progress: str | None
-    ) -> tuple[list[list[str]], list[list[float]]]:
-        """:meth:`predict_tags` of sentences that each fit ``max_length``."""
-        from tqdm.auto import tqdm
-
-        was_training = self.training
-        self.eval()
-        tags: list[list[str]] = []
-        probs: list[list[float]] = []
-        starts = range(0, len(sentences), batch_size)
-        bar = tqdm(starts, desc=progress, leave=False, disable=None if progress else True)
-        for lo in bar:
-            chunk = sentences[lo : lo + batch_size]
-            batch = self.batch(chunk)
-            if self.runtime is not None:
-                logits = self.runtime(batch).to(self.device)
-                out = TaggerOutput(logits=logits, features=logits[..., :0])
-            else:
-                out = self(**batch)
-            if isinstance(self.head, PromptSpanHead):
-                paths, word_probs = decode_pointers(out.logits, batch["word_mask"])
-                self._append_tags(chunk, paths, word_probs, tags, probs)
-                continue
-            paths = self.decode(out, batch["word_mask"])
-            soft = out.logits.softmax(-1)  # (B, W, C)
-            rows = batch["word_mask"].any(1)
-            if self.crf is not None and bool(rows.any()):
-                soft[rows] = self.crf.marginals(out.logits[rows], batch["word_mask"][rows])
-            word_probs = [
-                [float(soft[i, j, lab]) for j, lab in enumerate(path)]
-                for i, path in enumerate(paths)
-            ]
-            self._append_tags(chunk, paths, word_probs, tags, probs)
-        self.train(was_training)
-        return tags, probs
-
-    def _append_tags(
         self,
-        chunk: list[list[str]],
-        paths: list[list[int]],
-        word_probs: list[list[float]],
-        tags: list[list[str]],
-        probs: list[list[float]],
-    ) -> None:
-        """Append each sentence's tags and probabilities, ``O``/0 past the kept words."""
-        for toks, path, p in zip(chunk, paths, word_probs, strict=True):
-            pad = len(toks) - len(path)
-            tags.append([self.spec.labels[lab] for lab in path] + ["O"] * pad)
-            probs.append(p + [0.0] * pad)
+        sentences: list[list[str]],
+        batch_size: int = 64,
+        progress: str | None = None,
+        types: Sequence[Sequence[str] | None] | None = None,
+    ) -> tuple[list[list[str]], list[list[float]]]:
+        """BIO tags and per-word probabilities of the chosen label, one list per sentence;
+        ``types[i]``: the only types sentence ``i`` may get (see
+        :func:`diancang.model.predicting.predict_tags`)."""
+        from diancang.model import predicting
+
+        return predicting.predict_tags(self, sentences, batch_size, progress, types)
+
+    def label_mask(self, types: Sequence[str] | None) -> torch.Tensor | None:
+        """(C,) True for the labels of ``types`` and ``O``; None: all (see
+        :func:`diancang.model.predicting.label_mask`)."""
+        from diancang.model import predicting
+
+        return predicting.label_mask(self, types)
 
     # ----------------------------------------------------------------------------- save/load
     def save_pretrained(

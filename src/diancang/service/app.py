@@ -90,6 +90,11 @@ class RecognizeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str | None = Field(default=None, description="A single text.")
     texts: list[str] | None = Field(default=None, description="Several texts.")
+    types: list[str] | None = Field(
+        default=None,
+        description="Only these types (task-incremental: the caller knows which types the "
+        "texts may hold); default: every type of the version.",
+    )
 
 
 class PromoteRequest(BaseModel):
@@ -224,9 +229,18 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 raise HTTPException(
                     422, f"text {i} has {len(t)} characters; at most {config.max_text_chars}"
                 )
-        if live.current is None:
+        current = live.current
+        if current is None:
             raise HTTPException(503, "no live version yet: learn and promote one first")
-        version, results = await batcher.recognize(texts)
+        unknown = sorted(set(req.types or []) - set(current[1].types))
+        if unknown:
+            raise HTTPException(
+                422, f"unknown types {unknown}; version {current[0]} has {current[1].types}"
+            )
+        try:
+            version, results = await batcher.recognize(texts, req.types or None)
+        except DiancangError as err:  # a promotion took a type away meanwhile
+            raise HTTPException(422, str(err)) from None
         return {"version": version, "results": results}
 
     @app.get("/v1/types")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from diancang.errors import DiancangError
@@ -45,6 +46,7 @@ class _Pending:
 
     texts: list[str]
     future: asyncio.Future[tuple[int, list[dict[str, Any]]]]
+    types: list[str] | None = None  # task-incremental: the only types asked for
     version: int = -1
     tagger: Tagger | None = None
     sent: int = 0
@@ -88,14 +90,17 @@ class Batcher:
             self._task.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def recognize(self, texts: list[str]) -> tuple[int, list[dict[str, Any]]]:
-        """Entities of ``texts`` and the version that tagged them."""
+    async def recognize(
+        self, texts: list[str], types: list[str] | None = None
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Entities of ``texts`` (only of ``types`` when given) and the version that tagged
+        them."""
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not awaited")
         future: asyncio.Future[tuple[int, list[dict[str, Any]]]] = (
             asyncio.get_running_loop().create_future()
         )
-        await self._queue.put(_Pending(texts, future))
+        await self._queue.put(_Pending(texts, future, types))
         return await future
 
     async def _gather(self, active: list[_Pending]) -> None:
@@ -122,6 +127,11 @@ class Batcher:
                 continue
             if current is None:
                 item.future.set_exception(DiancangError("no live version to serve"))
+            elif item.types and not set(item.types) <= set(current[1].types):
+                unknown = sorted(set(item.types) - set(current[1].types))
+                item.future.set_exception(
+                    DiancangError(f"version {current[0]} has no types {unknown}")
+                )
             else:
                 item.version, item.tagger = current
 
@@ -157,8 +167,10 @@ class Batcher:
                 continue
             tagger, picks = self._pick(active)
             texts = [p.texts[i] for p, i in picks]
+            types = [p.types for p, _ in picks]
+            task = partial(recognize, tagger, texts, types=types if any(types) else None)
             try:
-                results = await loop.run_in_executor(self._pool, recognize, tagger, texts)
+                results = await loop.run_in_executor(self._pool, task)
             except Exception as err:  # a model failure fails these requests, not the loop
                 for p, _ in picks:
                     if not p.future.done():
