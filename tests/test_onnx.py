@@ -49,3 +49,16 @@ def test_backend_choice_and_what_cannot_export(tmp_path):
         onnx_backend.pick_backend(towers, "onnx", tmp_path)
     with pytest.raises(ConfigError, match="unknown backend"):
         onnx_backend.pick_backend(model, "gpu", tmp_path)
+
+
+def test_a_der_tagger_exports_with_its_branches(tmp_path):
+    types = ["LOC", "PER"]
+    data = [s.keep_types(types) for s in toy_sentences(14)]
+    model = make_tagger(data, types)
+    model.add_branch(1)
+    model.add_branch(1)
+    overfit(model, data, epochs=20)
+    tokens = [s.tokens for s in data]
+    tags, _ = model.predict_tags(tokens)
+    assert onnx_backend.pick_backend(model, "onnx", tmp_path) == "onnx"
+    assert model.predict_tags(tokens)[0] == tags

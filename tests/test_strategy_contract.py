@@ -89,8 +89,8 @@ def check_hooks_reached(spy: Spy, steps: int) -> None:
 
 
 #: Lighter settings where a default is sized for real data (the contract checks hooks, not
-#: effect): ``adapt``'s 100 MLM updates a step.
-LIGHT = {"adapt": {"updates": 10}}
+#: effect): ``adapt``'s 100 MLM updates a step; ``der``'s 2 copied layers (the toy encoder has 2).
+LIGHT = {"adapt": {"updates": 10}, "der": {"layers": 1}}
 
 
 @pytest.mark.parametrize("name", strategies.names())

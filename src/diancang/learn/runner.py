@@ -139,7 +139,8 @@ class StepRunner:
         extra: Sequence[nn.Module] = (),
     ) -> tuple[Any, Any]:
         tc = self.config.train
-        enc = [p for p in model.encoder.parameters() if p.requires_grad]
+        towers = [model.encoder] + ([model.branches] if model.branches is not None else [])
+        enc = [p for m in towers for p in m.parameters() if p.requires_grad]  # encoder rate
         enc_ids = {id(p) for p in enc}
         rest = [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids]
         rest += [p for m in extra for p in m.parameters() if p.requires_grad]

@@ -30,3 +30,10 @@ class GrowableLinear(nn.Module):
         nn.init.normal_(w_new, std=0.02)
         self.weight = nn.Parameter(torch.cat([self.weight.data, w_new.to(self.weight.dtype)]))
         self.bias = nn.Parameter(torch.cat([self.bias.data, self.bias.new_zeros(n_new)]))
+
+    @torch.no_grad()
+    def grow_inputs(self, n_new: int) -> None:
+        """Append ``n_new`` input columns at zero, so the outputs do not change until they are
+        trained (a new feature block, e.g. a DER branch). Rebuild optimizers after."""
+        cols = self.weight.new_zeros(self.weight.shape[0], n_new)
+        self.weight = nn.Parameter(torch.cat([self.weight.data, cols], dim=1))

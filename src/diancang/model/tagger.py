@@ -21,6 +21,7 @@ from torch import nn
 from diancang import __version__
 from diancang.data.tokenize import tokenize
 from diancang.errors import ConfigError, DiancangError
+from diancang.model import der
 from diancang.model.crf import CRF
 from diancang.model.encoder import strip_pooler
 from diancang.model.features import (
@@ -58,6 +59,9 @@ class TaggerSpec:
     #: Hidden size (per direction) of a side BiLSTM tower the features also read (the
     #: asymmetric multi-task mode's auxiliary tower); 0: none.
     side_tower: int = 0
+    #: DER: per-step branches of the top ``der_layers`` layers (0: none; see model/der.py).
+    der_branches: int = 0
+    der_layers: int = 0
     dropout: float = 0.1
     encoder_name: str = "tiny-random"
     freeze_embeddings: bool = False
@@ -100,6 +104,10 @@ class Tagger(nn.Module):
         if spec.freeze_embeddings:
             encoder.get_input_embeddings().weight.requires_grad_(False)  # type: ignore[operator]
         hidden = int(getattr(encoder, "config").hidden_size)  # noqa: B009
+        self.branches: der.Branches | None = None
+        if spec.der_branches:
+            self.branches = der.build(encoder, spec.der_layers, spec.der_branches)
+            hidden *= spec.der_branches
         self.lstm: nn.LSTM | None = None
         if spec.bilstm:
             self.lstm = nn.LSTM(hidden, spec.lstm_hidden, batch_first=True, bidirectional=True)
@@ -195,7 +203,10 @@ class Tagger(nn.Module):
             attention_mask=attention_mask,
             output_hidden_states=output_hidden_states,
         )
-        feats = self.word_features(enc.last_hidden_state, word_index, word_mask)
+        states = enc.last_hidden_state
+        if self.branches is not None:
+            states = self.branches(states, attention_mask)
+        feats = self.word_features(states, word_index, word_mask)
         if isinstance(self.head, LabelSemanticHead):
             logits = self.head(self.dropout(feats), self.type_embeddings())
         else:
@@ -211,6 +222,29 @@ class Tagger(nn.Module):
         shared = gather_words(states, word_index)
         feats = shared if self.lstm is None else run_lstm(self.lstm, shared, word_mask)
         return feats if self.side is None else self.side(shared, word_mask, feats)
+
+    def add_branch(self, layers: int) -> nn.ModuleList:
+        """DER: a new branch of the top ``layers`` layers (the first call moves the encoder's
+        own top layers into branch 0; later ones copy the newest branch), its head columns at
+        zero so no prediction changes until it is trained. Returns the new branch."""
+        if self.lstm is not None or self.side is not None or self.spec.head != "linear":
+            raise ConfigError(
+                "DER branches feed the linear head directly",
+                fix="use model.head: linear without model.bilstm or a side tower with der",
+            )
+        assert isinstance(self.head, GrowableLinear)
+        size = int(getattr(self.encoder, "config").hidden_size)  # noqa: B009
+        if self.branches is None:
+            self.branches = der.split_top(self.encoder, layers)
+            self.spec.der_layers = layers
+            new = self.branches.branches[0]
+            assert isinstance(new, nn.ModuleList)
+        else:
+            new = self.branches.add()
+            self.head.grow_inputs(size)
+            self.feature_size += size
+        self.spec.der_branches = len(self.branches.branches)
+        return new
 
     def add_side_tower(self, hidden: int) -> SideTower:
         """Attach a side tower (BiLSTM of ``hidden`` per direction) that the features read; it

@@ -258,6 +258,7 @@ strategies: Registry[type[Strategy]] = Registry(
             "rdp",
             "multitask",
             "adapt",
+            "der",
         )
     ),
 )
