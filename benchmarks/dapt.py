@@ -122,6 +122,8 @@ def rows(data_dir: Path, quick: bool, work: Path) -> dict[str, tuple[str, dict[s
             {"data": {"max_train": 600, "max_test": 300}, "train": {"epochs": 1, "patience": None}},
         )
     out["cluener-fg2pg2-best"] = (BEST, stream, None)
+    if quick:  # 10 MLM updates a step, not 100
+        stream = merge(stream, {"strategy_params": {"adapt": {"updates": 10}}})
     out["cluener-fg2pg2-best+adapt"] = (f"{BEST}+adapt", stream, None)
     return out
 

@@ -61,3 +61,23 @@ def test_old_branches_and_the_trunk_never_change(tmp_path):
     assert [h["branches"] for h in history] == [1, 2, 3]
     assert history[0]["pruned_channels"] is None and isinstance(history[2]["pruned_channels"], int)
     assert matrix.n_steps == 3
+
+
+def test_consolidation_bounds_the_branches_and_keeps_the_types(tmp_path):
+    params = {
+        "der": {"layers": 1, "max_branches": 2, "consolidate_epochs": 15, "consolidate_lr": 1e-3},
+        "exemplars": {"per_type": 10},
+    }
+    learner, stream = tiny_run(tmp_path, ["exemplars", "der"], epochs=6, strategy_params=params)
+    matrix = learner.run()
+    history = learner.states["der"].history
+    assert [h["consolidated"] for h in history] == [False, False, True]
+    model = learner.model
+    assert model.spec.der_branches == 1 and model.head.weight.shape[1] == 64
+    reloaded = Tagger.from_pretrained(step_dir(tmp_path / "run", 2))
+    tokens = [s.tokens for s in stream.steps[-1].test]
+    assert reloaded.predict_tags(tokens) == model.predict_tags(tokens)
+    # the one-branch model keeps what the whole model knew of the older types
+    before, after = matrix.per_type[1], matrix.per_type[2]
+    assert sum(before.values()) > 0
+    assert all(after[t] >= 0.8 * before[t] for t in before), (before, after)

@@ -220,3 +220,18 @@ def test_task_incremental_prediction_keeps_to_the_types_asked(crf):
     assert mixed[0] == tags[0]
     with pytest.raises(DiancangError, match="unknown types"):
         model.predict_tags(tokens[:1], types=[["ORG"]])
+
+
+def test_task_incremental_scores_one_pass_per_step():
+    from diancang.learn.evaluate import evaluate, score_task_incremental
+
+    types = ["LOC", "PER"]
+    data = [s.keep_types(types) for s in toy_sentences(14)]
+    model = make_tagger(data, types)
+    overfit(model, data, epochs=30)
+    whole = evaluate(model, data, types)
+    assert score_task_incremental(model, data, [types]) == {
+        t: whole.per_type[t].f1 for t in types
+    }  # naming every type is no restriction
+    split = score_task_incremental(model, data, [["LOC"], ["PER"]])
+    assert set(split) == {"LOC", "PER"} and all(0.0 <= v <= 1.0 for v in split.values())

@@ -60,3 +60,18 @@ def score_stream(model: Tagger, stream: TaskStream, batch_size: int = 64) -> Res
         micro=[sc.f1 for sc in rows],
         macro=[sc.macro_f1 for sc in rows],
     )
+
+
+def score_task_incremental(
+    model: Tagger, test: list[Sentence], step_types: list[list[str]], batch_size: int = 64
+) -> dict[str, float]:
+    """Per-type F1 when the caller names the types (task-incremental): the test set is tagged
+    once per step with only that step's types allowed, and each type is scored on its own
+    step's pass."""
+    tokens = [s.tokens for s in test]
+    out: dict[str, float] = {}
+    for types in step_types:
+        pred, _ = model.predict_tags(tokens, batch_size, types=[types] * len(tokens))
+        scores = entity_scores(_gold(test, types), pred, types)
+        out |= {t: scores.per_type[t].f1 for t in types}
+    return out

@@ -12,11 +12,16 @@ it (``sparsity``) mark channels to prune: at the end of the step the gate is fol
 head's columns and channels below ``prune_below`` are zeroed (counted in the report).
 
 The head's old rows train on the step's data, where old types appear as ``O``: compose with a
-replay memory (``[der, exemplars]``), as the paper does.
+replay memory (``[exemplars, der]``: the memory is then part of the data ``der`` sees), as the
+paper does. Inference runs the trunk once and every branch after it, so its cost grows with the
+steps; with ``max_branches``, a step that ends with more branches **consolidates**: a one-branch
+copy (the newest branch and its head columns) is distilled from the whole model on the step's
+data (memory included) for ``consolidate_epochs``, and replaces it.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +30,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from diancang.data.record import Sentence
 from diancang.strategies.base import (
     StepBatch,
     StepContext,
@@ -45,6 +51,11 @@ class Params(BaseModel):
     mask: bool = Field(False, description="Learn a channel gate on the new branch (pruning).")
     sparsity: float = Field(1e-3, ge=0, description="Weight of the gate's L1 penalty.")
     prune_below: float = Field(0.01, ge=0, lt=1, description="Gates below this are pruned.")
+    max_branches: int | None = Field(
+        None, ge=1, description="Consolidate into one branch when a step ends with more."
+    )
+    consolidate_epochs: int = Field(2, ge=1, description="Epochs of the consolidation.")
+    consolidate_lr: float = Field(1e-4, gt=0, description="Its learning rate (branch; head x10).")
 
 
 @dataclass
@@ -57,6 +68,7 @@ class DerWork:
     gate: nn.Parameter | None = None
     hook: Any = None
     switched_off: list[nn.Parameter] = field(default_factory=list)
+    data: list[Sentence] = field(default_factory=list)  # the step's data, memory included
 
 
 @strategies.register("der", version=1)
@@ -110,6 +122,11 @@ class Der(Strategy):
             work.hook = branch[-1].register_forward_hook(scale)
         return work
 
+    def train_data(self, ctx: StepContext, data: list[Sentence]) -> list[Sentence]:
+        """Unchanged; kept for a consolidation at the end of the step."""
+        ctx.work.data = data
+        return data
+
     def modules(self, ctx: StepContext) -> list[nn.Module]:
         work: DerWork = ctx.work
         holder = nn.ParameterList([work.gate]) if work.gate is not None else None
@@ -154,12 +171,71 @@ class Der(Strategy):
         for q in work.switched_off:
             q.requires_grad_(True)
         assert model.branches is not None
+        consolidated = False
+        if p.max_branches and len(model.branches.branches) > p.max_branches and work.data:
+            consolidate(ctx, work.data, work.size, p)
+            consolidated = True
         report = {
             "step": ctx.step.index,
             "branches": len(model.branches.branches),
             "branch_parameters": sum(q.numel() for q in model.branches.branches[-1].parameters()),
             "pruned_channels": pruned,
+            "consolidated": consolidated,
         }
         state = ctx.state
         assert isinstance(state, Der.State)
         return self.State(history=[*state.history, report])
+
+
+def consolidate(ctx: StepContext, data: list[Sentence], size: int, p: Params) -> None:
+    """Distil the whole model into one branch (a copy of the newest, with its head columns;
+    trunk frozen) on ``data``, and put that branch and head in the model's place."""
+    from torch.utils.data import DataLoader
+
+    from diancang.model.der import Branches
+    from diancang.model.features import collate
+    from diancang.strategies.review import soft_kl
+
+    model = ctx.model
+    assert model.branches is not None
+    teacher = copy.deepcopy(model).eval()
+    student = copy.deepcopy(model)
+    assert student.branches is not None
+    newest = student.branches.branches[-1]
+    assert isinstance(newest, nn.ModuleList)
+    student.branches = Branches([newest])
+    head = linear_head(student, "der")
+    head.weight = nn.Parameter(head.weight.data[:, -size:].clone())
+    for q in student.encoder.parameters():
+        q.requires_grad_(False)
+    rows = [student.encode(s.tokens) for s in data if s.tokens]
+    gen = torch.Generator().manual_seed(ctx.config.seed * 53 + ctx.step.index)
+    loader: DataLoader[Any] = DataLoader(
+        rows,  # type: ignore[arg-type]
+        batch_size=ctx.config.train.batch_size,
+        shuffle=True,
+        generator=gen,
+        collate_fn=lambda chunk: collate(chunk, None, student.token_encoder.pad_id),
+    )
+
+    def loss_fn(wrapped: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            target = teacher(**batch).logits
+        logits = wrapped(**batch).logits
+        mask = batch["word_mask"]
+        return soft_kl(logits[mask], target[mask], 1.0)
+
+    ctx.fit(
+        student,
+        loader,
+        loss_fn,
+        epochs=p.consolidate_epochs,
+        lr=p.consolidate_lr,
+        head_lr=10 * p.consolidate_lr,
+        desc=f"step {ctx.step.index + 1} consolidate",
+    )
+    for q in student.encoder.parameters():
+        q.requires_grad_(True)
+    model.branches, model.head = student.branches, student.head
+    model.feature_size = size
+    model.spec.der_branches = 1

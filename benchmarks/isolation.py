@@ -1,0 +1,170 @@
+"""Parameter isolation: ``python -m benchmarks.isolation [--quick] [--arms ...]``.
+
+CLUENER FG-2-PG-2 with e5-small under the converged protocol of
+``results/cluener-fg2pg2-converged.md`` (each step trained until dev F1 stops improving, a
+30-sentence-a-type memory): ``der`` with the memory, and with consolidation past 2 branches,
+beside the best distillation strategy's committed result. For each arm, every version is
+scored **class-incremental** (the run's own matrix: the model does not know a text's step) and
+**task-incremental** (the caller names the step's types: :func:`score_task_incremental`), and
+its inference speed is measured on the test set (sentences per second, one process, batch 64):
+the inference-cost curve against the number of steps (a plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.run import RESULTS, ROOT, run_one
+from benchmarks.specs import BENCHMARKS, merge
+from diancang.config import load_config
+from diancang.learn.checkpoint import step_dir
+from diancang.learn.evaluate import score_task_incremental
+from diancang.model.tagger import Tagger
+from diancang.pipeline import load_data, machine, make_stream
+from diancang.provenance import git_commit
+
+CONVERGED = {"train": {"patience": 2, "epochs": 8}}
+MEMORY = {"exemplars": {"per_type": 30}}
+ARMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "der": ("exemplars+der", {"strategy_params": MEMORY}),
+    "der-consolidate2": (
+        "exemplars+der",
+        {"strategy_params": {**MEMORY, "der": {"max_branches": 2}}},
+    ),
+}
+
+
+def measure(run_dir: Path, quick: bool) -> dict[str, Any]:
+    """Per version: task-incremental per-type F1 and macro, and inference sentences/s."""
+    cfg = load_config(run_dir / "config.yaml")
+    stream = make_stream(cfg, load_data(cfg))
+    test = stream.steps[-1].test[: 200 if quick else None]
+    rows = []
+    for k, step in enumerate(stream.steps):
+        model = Tagger.from_pretrained(step_dir(run_dir, k))
+        started = time.perf_counter()
+        model.predict_tags([s.tokens for s in test], 64)
+        speed = len(test) / (time.perf_counter() - started)
+        til = score_task_incremental(model, test, [st.new_types for st in stream.steps[: k + 1]])
+        rows.append(
+            {
+                "step": k,
+                "branches": model.spec.der_branches,
+                "sentences_per_second": round(speed, 1),
+                "til_per_type": til,
+                "til_macro": statistics.mean(til.values()),
+                "seen": step.seen_types,
+            }
+        )
+    return {"versions": rows}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="3,000 sentences, 1 epoch a step")
+    p.add_argument("--arms", default=",".join(ARMS), help="comma list of arms")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench", help="run folders")
+    args = p.parse_args(argv)
+    bench = BENCHMARKS["cluener-fg2pg2"]
+    label = "isolation" + ("-quick" if args.quick else "")
+    base = merge(bench.config, bench.quick if args.quick else CONVERGED)
+    path = RESULTS / f"{label}.json"
+    runs = (
+        {r["arm"]: r for r in json.loads(path.read_text("utf-8"))["runs"]} if path.exists() else {}
+    )
+    argv_used = argv if argv is not None else sys.argv[1:]
+    command = "python -m benchmarks.isolation " + " ".join(shlex.quote(a) for a in argv_used)
+    for arm in args.arms.split(","):
+        strategy, overrides = ARMS[arm]
+        config = merge(base, overrides)
+        kept = runs.get(arm)
+        if kept and kept["config"] == config and kept["seed"] == args.seed:
+            print(f"[{label}] {arm}: kept")
+            continue
+        record = run_one(f"{label}-{arm}", config, strategy, args.seed, args.work / label, False)
+        run_dir = Path(record["heatmap_src"]).parent
+        runs[arm] = {
+            "arm": arm,
+            "strategy": strategy,
+            "seed": args.seed,
+            "config": config,
+            "command": command,
+            "summary": record["summary"],
+            "meta": record["meta"],
+            **measure(run_dir, args.quick),
+        }
+    report = {
+        "benchmark": label,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "machine": machine(),
+        "runs": [runs[a] for a in ARMS if a in runs],
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", "utf-8")
+    plot(report, RESULTS / f"{label}-inference.png")
+    page = render(report, f"{label}-inference.png")
+    (RESULTS / f"{label}.md").write_text(page, "utf-8")
+    print(page)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Inference speed of each version against the steps learned, one line per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for r in report["runs"]:
+        xs = [v["step"] + 1 for v in r["versions"]]
+        first = r["versions"][0]["sentences_per_second"]
+        ax.plot(
+            xs, [first / v["sentences_per_second"] for v in r["versions"]], "o-", label=r["arm"]
+        )
+    ax.axhline(2.0, color="grey", ls="--", lw=1, label="goal: 2 x")
+    ax.set_xlabel("steps learned")
+    ax.set_ylabel("inference time / first version's")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def render(report: dict[str, Any], image: str) -> str:
+    """The Markdown page: final class- and task-incremental macro F1, inference cost."""
+    lines = [
+        f"# {report['benchmark']}: parameter isolation on CLUENER FG-2-PG-2",
+        "",
+        "- commands: " + ", ".join(sorted({f"`{r['command']}`" for r in report["runs"]})),
+        f"- date: {report['date']}; git commit: {report['git_commit']}; machine: "
+        f"{report['machine']}",
+        "- e5-small (6 layers); test F1 in %; class-incremental = the run's own scoring, "
+        "task-incremental = each step's types named by the caller",
+        "",
+        "| arm | strategy | class-inc. final macro | task-inc. final macro | branches at the end "
+        "| inference time at the end / first version |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report["runs"]:
+        last, first = r["versions"][-1], r["versions"][0]
+        cost = first["sentences_per_second"] / last["sentences_per_second"]
+        lines.append(
+            f"| {r['arm']} | {r['strategy']} | {100 * r['summary']['final']['macro']:.1f} "
+            f"| {100 * last['til_macro']:.1f} | {last['branches']} | {cost:.2f} |"
+        )
+    return "\n".join([*lines, "", f"![inference cost]({image})", ""])
+
+
+if __name__ == "__main__":
+    main()
