@@ -83,12 +83,20 @@ def _predict_parts(
     for lo in bar:
         chunk = sentences[lo : lo + batch_size]
         batch = tagger.batch(chunk)
-        if tagger.runtime is not None:
+        asked = masks[lo : lo + batch_size] if masks is not None else []
+        only = _plugin_tasks(tagger, asked)
+        if tagger.runtime is not None and only is None:
             logits = tagger.runtime(batch).to(tagger.device)
             out = TaggerOutput(logits=logits, features=logits[..., :0])
+        elif only is not None:  # CTR: the named types' tasks only (PyTorch: the graph runs all)
+            assert tagger.plugins is not None
+            tagger.plugins.run.only = only
+            try:
+                out = tagger(**batch)
+            finally:
+                tagger.plugins.run.only = None
         else:
             out = tagger(**batch)
-        asked = masks[lo : lo + batch_size] if masks is not None else []
         if any(m is not None for m in asked) and not isinstance(tagger.head, PromptSpanHead):
             every = torch.ones(len(tagger.spec.labels), dtype=torch.bool)
             allowed = torch.stack([m if m is not None else every for m in asked])
@@ -124,3 +132,18 @@ def _append_tags(
         pad = len(toks) - len(path)
         tags.append([labels[lab] for lab in path] + ["O"] * pad)
         probs.append(p + [0.0] * pad)
+
+
+def _plugin_tasks(tagger: Tagger, asked: list[torch.Tensor | None]) -> list[int] | None:
+    """With CTR plugins and types named for every sentence of a batch: the tasks holding those
+    types (task-incremental: only their plugins run); else None (every task, merged)."""
+    if tagger.plugins is None or not asked or any(m is None for m in asked):
+        return None
+    from diancang.model.ctr import task_labels
+
+    wanted = torch.stack([m for m in asked if m is not None]).any(0)
+    wanted[0] = False  # O belongs to every task
+    tasks = [
+        t for t in range(tagger.plugins.n_tasks) if bool((task_labels(tagger, t) & wanted).any())
+    ]
+    return tasks or None

@@ -21,7 +21,7 @@ from torch import nn
 from diancang import __version__
 from diancang.data.tokenize import tokenize
 from diancang.errors import ConfigError, DiancangError
-from diancang.model import der
+from diancang.model import ctr, der
 from diancang.model.crf import CRF
 from diancang.model.encoder import strip_pooler
 from diancang.model.features import (
@@ -62,6 +62,9 @@ class TaggerSpec:
     #: DER: per-step branches of the top ``der_layers`` layers (0: none; see model/der.py).
     der_branches: int = 0
     der_layers: int = 0
+    #: CTR: the types of each task that has plugins (model/ctr.py), and the plugins' sizes.
+    ctr_tasks: list[list[str]] = field(default_factory=list)
+    ctr_sizes: list[int] = field(default_factory=list)  # adapter, capsule, capsule hidden
     dropout: float = 0.1
     encoder_name: str = "tiny-random"
     freeze_embeddings: bool = False
@@ -108,6 +111,9 @@ class Tagger(nn.Module):
         if spec.der_branches:
             self.branches = der.build(encoder, spec.der_layers, spec.der_branches)
             hidden *= spec.der_branches
+        self.plugins: ctr.Plugins | None = None
+        if spec.ctr_tasks:
+            self.plugins = ctr.Plugins(encoder, len(spec.ctr_tasks), *spec.ctr_sizes)
         self.lstm: nn.LSTM | None = None
         if spec.bilstm:
             self.lstm = nn.LSTM(hidden, spec.lstm_hidden, batch_first=True, bidirectional=True)
@@ -197,6 +203,20 @@ class Tagger(nn.Module):
             return prompted_forward(
                 self, input_ids, attention_mask, word_index, word_mask, unused.get("labels")
             )
+        args = (input_ids, attention_mask, word_index, word_mask, output_hidden_states)
+        if self.plugins is not None:  # one pass per task, merged (model/ctr.py)
+            return ctr.task_forward(self, lambda: self._forward(*args, inputs_embeds))
+        return self._forward(*args, inputs_embeds)
+
+    def _forward(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor,
+        word_index: torch.Tensor,
+        word_mask: torch.Tensor,
+        output_hidden_states: bool,
+        inputs_embeds: torch.Tensor | None,
+    ) -> TaggerOutput:
         enc = self.encoder(
             input_ids=input_ids,
             inputs_embeds=inputs_embeds,

@@ -259,6 +259,7 @@ strategies: Registry[type[Strategy]] = Registry(
             "multitask",
             "adapt",
             "der",
+            "ctr",
         )
     ),
 )

@@ -1,0 +1,161 @@
+"""``ctr``: CTR's continual-learning plugins (Ke et al., NeurIPS 2021) on a frozen encoder.
+
+Each step is a task with plugins of its own in every layer (:mod:`diancang.model.ctr`): task
+capsules with transfer routing from the earlier tasks' capsules, and an adapter gated by the
+task's hard-attention masks. The encoder, the earlier tasks' capsules, routing matrices,
+projections and masks are frozen; adapter units an earlier task uses, the head rows of the
+earlier types and the ``O`` row are put back after every update, so an earlier task's outputs
+stay bit-identical (task-incremental: ``predict --types``). Within a step the mask slope
+anneals from ``1/s_max`` to ``s_max`` over each epoch's batches, and a penalty
+(``mask_weight``) keeps the new task's masks off units nobody uses yet (HAT). Class-incremental
+prediction runs every task's plugins and merges them per word (:func:`~diancang.model.ctr.
+task_forward`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from diancang.model import ctr
+from diancang.strategies.base import (
+    StepBatch,
+    StepContext,
+    Strategy,
+    StrategyState,
+    Target,
+    linear_head,
+    strategies,
+)
+
+
+class Params(BaseModel):
+    """Hyperparameters of ``ctr``."""
+
+    model_config = ConfigDict(extra="forbid")
+    adapter: int = Field(128, ge=4, description="Adapter width of a plugin.")
+    capsule: int = Field(8, ge=2, description="Task capsule size.")
+    capsule_hidden: int = Field(32, ge=2, description="Hidden width of a task capsule.")
+    s_max: float = Field(400.0, gt=1, description="Final slope of the mask's sigmoid (HAT).")
+    mask_weight: float = Field(0.75, ge=0, description="Weight of the mask penalty (HAT).")
+
+
+@dataclass
+class CtrWork:
+    """The step's task, its frozen entries (parameter, mask, value) and the batch counter."""
+
+    task: int
+    keep: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    switched_off: list[nn.Parameter] = field(default_factory=list)
+    batch: int = 0
+    batches: int = 1
+
+
+@strategies.register("ctr", version=1)
+class Ctr(Strategy):
+    """CTR plugins: per-task capsules with transfer routing and hard-attention-masked adapters
+    on a frozen encoder."""
+
+    name = "ctr"
+    Params = Params
+    heads = frozenset({"linear"})
+
+    class State(StrategyState):
+        """Each step's report."""
+
+        required = False
+        history: list[dict[str, Any]] = Field(default_factory=list)
+
+    def begin_step(self, ctx: StepContext) -> CtrWork:
+        """Add the step's task; freeze the encoder and everything earlier tasks rely on."""
+        p: Params = self.params  # type: ignore[assignment]
+        model = ctx.model
+        head = linear_head(model, self.name)
+        sizes = [p.adapter, p.capsule, p.capsule_hidden]
+        task = ctr.add_task(model, list(ctx.step.new_types), sizes)
+        plugins = model.plugins
+        assert plugins is not None
+        work = CtrWork(task)
+        frozen: list[nn.Parameter] = list(model.encoder.parameters())
+        for plugin in plugins.plugins:
+            assert isinstance(plugin, ctr.Plugin)
+            for old in range(task):
+                frozen += [*plugin.capsules[old].parameters(), plugin.routes[old]]
+                frozen += [*plugin.larger[old].parameters(), plugin.e1[old], plugin.e2[old]]
+            for name, mask in plugin.protected().items():
+                param = plugin.get_parameter(name)
+                if bool(mask.any()):
+                    work.keep.append((param, mask, param.detach().clone()))
+        if task:  # the head rows of earlier types and O
+            old_rows = ~ctr.task_labels(model, task).to(head.weight.device)
+            old_rows[0] = True
+            for param in (head.weight, head.bias):
+                mask = old_rows[:, None].expand_as(param) if param.dim() == 2 else old_rows
+                work.keep.append((param, mask, param.detach().clone()))
+        for q in frozen:
+            if q.requires_grad:
+                q.requires_grad_(False)
+                work.switched_off.append(q)
+        plugins.run.train_task = task
+        self._slope(ctx, work)
+        return work
+
+    def _slope(self, ctx: StepContext, work: CtrWork) -> None:
+        p: Params = self.params  # type: ignore[assignment]
+        batches = max(1, -(-len(ctx.step.train) // ctx.config.train.batch_size))
+        r = (work.batch % batches) / max(1, batches - 1)
+        assert ctx.model.plugins is not None
+        ctx.model.plugins.run.s = 1 / p.s_max + (p.s_max - 1 / p.s_max) * r
+
+    def loss_terms(
+        self, ctx: StepContext, batch: StepBatch, target: Target
+    ) -> dict[str, torch.Tensor]:
+        """HAT's penalty: the share of units the new task's masks take that no earlier task
+        uses."""
+        p: Params = self.params  # type: ignore[assignment]
+        work: CtrWork = ctx.work
+        plugins = ctx.model.plugins
+        assert plugins is not None and plugins.run.s is not None
+        taken, free = [], []
+        for plugin in plugins.plugins:
+            assert isinstance(plugin, ctr.Plugin)
+            m1, m2 = plugin.masks(work.task, plugins.run.s)
+            taken += [(m1 * (1 - plugin.used1)).sum(), (m2 * (1 - plugin.used2)).sum()]
+            free += [(1 - plugin.used1).sum(), (1 - plugin.used2).sum()]
+        share = torch.stack(taken).sum() / torch.stack(free).sum().clamp(min=1)
+        return {"ctr_masks": p.mask_weight * share}
+
+    @torch.no_grad()
+    def after_update(self, ctx: StepContext) -> None:
+        """Put the protected entries back; advance the mask slope."""
+        work: CtrWork = ctx.work
+        for param, mask, value in work.keep:
+            param.copy_(torch.where(mask, value, param))
+        work.batch += 1
+        self._slope(ctx, work)
+
+    def end_step(self, ctx: StepContext) -> State:
+        """Binarise the task's masks (its units become protected), unfreeze, report."""
+        work: CtrWork = ctx.work
+        plugins = ctx.model.plugins
+        assert plugins is not None
+        used = 0.0
+        for plugin in plugins.plugins:
+            assert isinstance(plugin, ctr.Plugin)
+            plugin.finish_task(work.task)
+            used += float(plugin.used1.mean())
+        plugins.run.train_task, plugins.run.s = None, None
+        for q in work.switched_off:
+            q.requires_grad_(True)
+        state = ctx.state
+        assert isinstance(state, Ctr.State)
+        report = {
+            "step": ctx.step.index,
+            "task": work.task,
+            "adapter_units_used": round(used / len(plugins.plugins), 4),
+        }
+        return self.State(history=[*state.history, report])

@@ -1,0 +1,66 @@
+"""CTR plugins: routing's coupling sums to 1; a later task leaves an earlier task's outputs
+bit-identical; the plugins round-trip."""
+
+from __future__ import annotations
+
+import torch
+
+from diancang.learn.checkpoint import step_dir
+from diancang.model.ctr import route, squash
+from diancang.model.tagger import Tagger
+from tests.test_strategy_contract import tiny_run
+
+
+def test_transfer_routing_couplings_sum_to_one_and_follow_agreement():
+    torch.manual_seed(0)
+    priors = torch.randn(2, 5, 3, 8)  # (B, T, tasks, d)
+    out, coupling = route(priors, 3)
+    assert out.shape == (2, 5, 8) and coupling.shape == (2, 5, 3)
+    assert torch.allclose(coupling.sum(-1), torch.ones(2, 5))
+    assert float(out.norm(dim=-1).max()) < 1  # squashed
+    # two agreeing capsules draw the coupling away from a dissenting one
+    agree = torch.tensor([[1.0, 0.0], [1.0, 0.1], [-1.0, 0.0]])
+    _, c = route(agree, 3)
+    assert c[2] < c[0] and c[2] < c[1]
+    assert torch.allclose(squash(torch.zeros(4)), torch.zeros(4))
+
+
+def _task_pass(model: Tagger, batch, task: int):
+    """Task ``task``'s pass alone: word features (B, W, H) and logits (B, W, C)."""
+    assert model.plugins is not None
+    model.eval()
+    model.plugins.run.only = [task]
+    with torch.no_grad():
+        out = model(**batch)
+    return out.features, out.logits
+
+
+def test_a_later_task_leaves_an_earlier_tasks_outputs_bit_identical(tmp_path):
+    params = {"ctr": {"adapter": 16, "capsule": 4, "capsule_hidden": 8}}
+    learner, stream = tiny_run(tmp_path, ["ctr"], epochs=4, strategy_params=params)
+    learner.run()
+    final = learner.model
+    assert final is not None and final.spec.ctr_tasks == [["LOC"], ["PER"], ["ORG"]]
+    batch = final.batch([s.tokens for s in stream.steps[-1].test])
+    for task in (0, 1):
+        then = Tagger.from_pretrained(step_dir(tmp_path / "run", task))
+        (feats, logits), (now_feats, now_logits) = (
+            _task_pass(then, batch, task),
+            _task_pass(final, batch, task),
+        )
+        assert torch.equal(feats, now_feats)  # bit-identical
+        # its labels come first; the head's matrix has grown, so its rows' products are
+        # summed in another order: equal to float precision
+        assert torch.allclose(logits, now_logits[..., : logits.shape[-1]], atol=1e-5)
+    # task-incremental predictions of the first type: exactly those of the model that learned it
+    tokens = [s.tokens for s in stream.steps[-1].test]
+    first = Tagger.from_pretrained(step_dir(tmp_path / "run", 0))
+    loc = [["LOC"]] * len(tokens)
+    assert final.predict_tags(tokens, types=loc)[0] == first.predict_tags(tokens, types=loc)[0]
+    # the newest task's plugins did train (its projections start at zero)
+    assert any(float(p.larger[2].weight.abs().sum()) > 0 for p in final.plugins.plugins)
+    reloaded = Tagger.from_pretrained(step_dir(tmp_path / "run", 2))
+    final.plugins.run.only = None
+    assert reloaded.predict_tags(tokens) == final.predict_tags(tokens)
+    history = learner.states["ctr"].history
+    assert [h["task"] for h in history] == [0, 1, 2]
