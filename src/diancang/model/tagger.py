@@ -8,17 +8,14 @@ new type, so old label ids never change. A saved model folder describes itself: 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
 from torch import nn
 
-from diancang import __version__
 from diancang.data.tokenize import tokenize
 from diancang.errors import ConfigError, DiancangError
 from diancang.model import ctr, der
@@ -388,52 +385,15 @@ class Tagger(nn.Module):
     def save_pretrained(
         self, directory: str | Path, run_config: dict[str, Any] | None = None
     ) -> None:
-        """Write ``config.json``, ``model.safetensors`` and ``encoder/`` (config + tokenizer)."""
-        d = Path(directory)
-        (d / "encoder").mkdir(parents=True, exist_ok=True)
-        self.encoder.config.save_pretrained(d / "encoder")  # type: ignore[union-attr,operator]
-        self.tokenizer.save_pretrained(str(d / "encoder"))
-        save_model(self, str(d / "model.safetensors"))
-        config = {
-            "diancang_version": __version__,
-            "architecture": "Tagger",
-            **asdict(self.spec),
-            "id2label": dict(enumerate(self.spec.labels)),
-            "types": self.types,
-            "vocab_size": int(self.encoder.get_input_embeddings().weight.shape[0]),  # type: ignore[operator]
-            "run_config": run_config,
-        }
-        (d / "config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2), "utf-8")
+        """Write ``config.json``, ``model.safetensors`` and ``encoder/`` (config + tokenizer);
+        see :func:`diancang.model.saving.save`."""
+        from diancang.model import saving
+
+        saving.save(self, directory, run_config)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> Tagger:
         """Rebuild a tagger saved by :meth:`save_pretrained` (no network, no pickle)."""
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from diancang.model import saving
 
-        d = Path(directory)
-        cfg_path = d / "config.json"
-        if not cfg_path.is_file():
-            raise DiancangError(
-                "not a diancang model folder (no config.json)",
-                path=d,
-                fix="give the folder written by a run (runs/<name>/model) or save_pretrained",
-            )
-        raw = json.loads(cfg_path.read_text("utf-8"))
-        keys = TaggerSpec.__dataclass_fields__.keys()
-        spec = TaggerSpec(**{k: v for k, v in raw.items() if k in keys})
-        encoder = AutoModel.from_config(AutoConfig.from_pretrained(str(d / "encoder")))
-        tokenizer = AutoTokenizer.from_pretrained(str(d / "encoder"))
-        model = cls(encoder, tokenizer, spec)
-        try:
-            load_model(model, str(d / "model.safetensors"))
-        except RuntimeError as e:  # shapes or names that this version's model does not have
-            raise DiancangError(
-                f"the saved weights do not fit this version's {spec.head} model (saved by "
-                f"diancang {raw.get('diancang_version', '?')}, this is {__version__}): "
-                f"{str(e).splitlines()[0]}",
-                path=d / "model.safetensors",
-                fix="retrain the model with this version, or load it with the version that "
-                "saved it",
-            ) from e
-        model.eval()
-        return model
+        return saving.load(directory)
