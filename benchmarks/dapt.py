@@ -16,18 +16,16 @@ import json
 import shlex
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchmarks.run import RESULTS, ROOT, run_one
+from benchmarks.run import RESULTS, ROOT, new_report, page_header, run_one, save_result
 from benchmarks.specs import BEST, BEST_PARAMS, E5, TRAIN_PRETRAINED, merge
 from diancang.config import validate_as
 from diancang.data.presets import default_data_dir
 from diancang.pretrain.config import PretrainConfig
-from diancang.provenance import git_commit
 
 #: Trained until dev F1 stops improving, as the converged comparison (issue 17's protocol).
 CONVERGED = {**TRAIN_PRETRAINED, "epochs": 8, "patience": 2}
@@ -182,16 +180,9 @@ def main(argv: list[str] | None = None) -> None:
             "summary": record["summary"],
             "meta": record["meta"],
         }
-    report = {
-        "benchmark": label,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "runs": [runs[r] for r in table if r in runs],
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", "utf-8")
+    report = new_report(label, [runs[r] for r in table if r in runs])
     page = render(report)
-    (RESULTS / f"{label}.md").write_text(page, "utf-8")
+    save_result(label, report, page)
     print(page)
 
 
@@ -202,14 +193,13 @@ def render(report: dict[str, Any]) -> str:
         for r in report["runs"]
         if r["row"].endswith("-none") or r["row"].endswith("-best")
     }
-    lines = [
-        f"# {report['benchmark']}: continual domain pre-training",
-        "",
-        "- commands: " + ", ".join(sorted({f"`{r['command']}`" for r in report["runs"]})),
-        f"- date: {report['date']}; git commit: {report['git_commit']}",
-        "- e5-small (6 layers); test F1 in %; pre-training on one CPU machine (seconds, "
+    lines = page_header(
+        report,
+        "continual domain pre-training",
+        "e5-small (6 layers); test F1 in %; pre-training on one CPU machine (seconds, "
         "updates of 32 texts, held-out MLM loss before -> after)",
-        "",
+    )
+    lines += [
         "| row | strategy | final micro | final macro | macro vs without | pre-training |",
         "|---|---|---|---|---|---|",
     ]

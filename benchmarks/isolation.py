@@ -18,18 +18,16 @@ import shlex
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import RESULTS, ROOT, run_one
+from benchmarks.run import RESULTS, ROOT, new_report, page_header, run_one, save_result
 from benchmarks.specs import BENCHMARKS, merge
 from diancang.config import load_config
 from diancang.learn.checkpoint import step_dir
 from diancang.learn.evaluate import score_task_incremental
 from diancang.model.tagger import Tagger
 from diancang.pipeline import load_data, machine, make_stream
-from diancang.provenance import git_commit
 
 CONVERGED = {"train": {"patience": 2, "epochs": 8}}
 MEMORY = {"exemplars": {"per_type": 30}}
@@ -103,18 +101,11 @@ def main(argv: list[str] | None = None) -> None:
             "meta": record["meta"],
             **measure(run_dir, args.quick),
         }
-    report = {
-        "benchmark": label,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "machine": machine(),
-        "runs": [runs[a] for a in ARMS if a in runs],
-    }
+    report = new_report(label, [runs[a] for a in ARMS if a in runs], machine=machine())
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", "utf-8")
     plot(report, RESULTS / f"{label}-inference.png")
     page = render(report, f"{label}-inference.png")
-    (RESULTS / f"{label}.md").write_text(page, "utf-8")
+    save_result(label, report, page)
     print(page)
 
 
@@ -143,15 +134,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 def render(report: dict[str, Any], image: str) -> str:
     """The Markdown page: final class- and task-incremental macro F1, inference cost."""
-    lines = [
-        f"# {report['benchmark']}: parameter isolation on CLUENER FG-2-PG-2",
-        "",
-        "- commands: " + ", ".join(sorted({f"`{r['command']}`" for r in report["runs"]})),
-        f"- date: {report['date']}; git commit: {report['git_commit']}; machine: "
-        f"{report['machine']}",
-        "- e5-small (6 layers); test F1 in %; class-incremental = the run's own scoring, "
-        "task-incremental = each step's types named by the caller",
-        "",
+    lines = page_header(
+        report,
+        "parameter isolation on CLUENER FG-2-PG-2",
+        f"machine: {report['machine']}; e5-small (6 layers); test F1 in %; class-incremental = "
+        "the run's own scoring, task-incremental = each step's types named by the caller",
+    )
+    lines += [
         "| arm | strategy | class-inc. final macro | task-inc. final macro | branches at the end "
         "| inference time at the end / first version |",
         "|---|---|---|---|---|---|",

@@ -53,6 +53,27 @@ def benchmark_config(
     return config
 
 
+def new_report(label: str, runs: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """A results report: the benchmark's label, date, git commit, ``extra`` and the runs."""
+    from diancang.provenance import git_commit
+
+    date = datetime.now(UTC).isoformat(timespec="seconds")
+    return {"benchmark": label, "date": date, "git_commit": git_commit(), **extra, "runs": runs}
+
+
+def page_header(report: dict[str, Any], title: str, what: str) -> list[str]:
+    """The first lines of a results page: title, commands, date and commit, what is measured."""
+    commands = ", ".join(sorted({f"`{r['command']}`" for r in report["runs"]}))
+    return [
+        f"# {report['benchmark']}: {title}",
+        "",
+        f"- commands: {commands}",
+        f"- date: {report['date']}; git commit: {report['git_commit']}",
+        f"- {what}",
+        "",
+    ]
+
+
 def save_result(label: str, report: dict[str, Any], page: str) -> None:
     """Write ``results/<label>.json`` (the report) and ``results/<label>.md`` (its page)."""
     RESULTS.mkdir(parents=True, exist_ok=True)

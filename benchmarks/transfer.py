@@ -18,15 +18,13 @@ import json
 import shlex
 import statistics
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import RESULTS, ROOT, run_one
+from benchmarks.run import RESULTS, ROOT, new_report, page_header, run_one, save_result
 from benchmarks.specs import E5, TRAIN_PRETRAINED, merge
 from diancang.data.presets import default_data_dir
 from diancang.learn.version import run_states
-from diancang.provenance import git_commit
 
 #: The auxiliary datasets: a multitask ``aux_tasks`` entry each (``{data}``: the data folder).
 AUX: dict[str, dict[str, Any]] = {
@@ -120,16 +118,10 @@ def main(argv: list[str] | None = None) -> None:
                     "meta": record["meta"],
                     "discriminator_accuracy": discriminator(run_dir),
                 }
-    report = {
-        "benchmark": label,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "runs": sorted(runs.values(), key=lambda r: (r["budget"], r["arm"], r["seed"])),
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", "utf-8")
+    ordered = sorted(runs.values(), key=lambda r: (r["budget"], r["arm"], r["seed"]))
+    report = new_report(label, ordered)
     page = render(report)
-    (RESULTS / f"{label}.md").write_text(page, "utf-8")
+    save_result(label, report, page)
     print(page)
 
 
@@ -140,15 +132,12 @@ def _stat(xs: list[float]) -> str:
 
 def render(report: dict[str, Any]) -> str:
     """The Markdown page: per budget, one row per arm (mean ± sd over seeds)."""
-    lines = [
-        f"# {report['benchmark']}: transfer to Weibo NER",
-        "",
-        "- commands: " + ", ".join(sorted({f"`{r['command']}`" for r in report["runs"]})),
-        f"- date: {report['date']}; git commit: {report['git_commit']}",
-        "- Weibo NER, 8 types in one step, e5-small (6 layers, 192 sub-tokens), test F1 in %; "
+    lines = page_header(
+        report,
+        "transfer to Weibo NER",
+        "Weibo NER, 8 types in one step, e5-small (6 layers, 192 sub-tokens), test F1 in %; "
         "discriminator accuracy against chance 0.5 (two tasks)",
-        "",
-    ]
+    )
     for budget in BUDGETS:
         rows = [r for r in report["runs"] if r["budget"] == budget]
         if not rows:

@@ -27,11 +27,14 @@ def _segmented(path) -> None:
     path.write_text("\n".join(lines) + "\n", "utf-8")
 
 
-def _aux_words(heads: Heads, model, sentences) -> list[list[str]]:
+def _aux_words(heads: Heads, model, sentences, side=None) -> list[list[str]]:
+    """The segmentation head's words (reading the side tower's states when ``side``)."""
     rows = [model.encode(s.tokens) for s in sentences]
     batch = collate(rows, None, model.token_encoder.pad_id)
     with torch.no_grad():
         feats = MultiTask._shared(model, batch)
+        if side is not None:
+            feats = side.states(feats, batch["word_mask"])
         tags = heads.heads["seg"](feats).argmax(-1).tolist()
     names = ["B", "M", "E", "S"]
     return [
@@ -125,14 +128,7 @@ def test_asymmetric_sharing_serves_the_auxiliary_tower_with_the_tagger(tmp_path)
     heads = Heads(64, {"seg": 4}, MultiTask.Params(), side=("seg", 32))
     heads.load_state_dict(load_file(str(step_dir(tmp_path / "run", 2) / "blobs" / state["heads"])))
     sentences = read_segmented(tmp_path / "seg.utf8")
-    rows = [learner.model.encode(s.tokens) for s in sentences]
-    batch = collate(rows, None, learner.model.token_encoder.pad_id)
-    with torch.no_grad():
-        states = side.states(MultiTask._shared(learner.model, batch), batch["word_mask"])
-        tags = heads.heads["seg"](states).argmax(-1).tolist()
-    names = ["B", "M", "E", "S"]
-    guess = [words_of(s.tokens, [names[t] for t in row[: len(s.tokens)]])
-             for s, row in zip(sentences, tags, strict=True)]  # fmt: skip
+    guess = _aux_words(heads, learner.model, sentences, side)
     gold = [words_of(s.tokens, cws_tags(s)) for s in sentences]
     assert word_scores(gold, guess)["f1"] > 0.8
     from diancang.model.tagger import Tagger
