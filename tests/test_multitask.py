@@ -43,20 +43,19 @@ def _aux_words(heads: Heads, model, sentences, side=None) -> list[list[str]]:
     ]
 
 
-def test_a_tiny_multitask_run_learns_both_tasks_and_keeps_the_heads(tmp_path):
+def _run(tmp_path, epochs: int, **params):
+    """A tiny multitask run beside the toy segmentation data; the main task must learn each
+    step's type (alone, multitask forgets like finetune)."""
     _segmented(tmp_path / "seg.utf8")
-    params = {
-        "sharing": "adversarial",
-        "adversarial_weight": 0.01,
-        "aux_tasks": [
-            {"name": "seg", "kind": "cws", "path": str(tmp_path / "seg.utf8"),
-             "format": "segmented"}
-        ],
-    }  # fmt: skip
-    learner, _ = tiny_run(tmp_path, ["multitask"], epochs=25, strategy_params={"multitask": params})
-    matrix = learner.run()
-    # the main task learned each step's type (alone, multitask forgets like finetune)
-    assert min(matrix.after_own_step().values()) > 0.5
+    seg = {"name": "seg", "kind": "cws", "path": str(tmp_path / "seg.utf8"), "format": "segmented"}
+    config = {"multitask": {**params, "aux_tasks": [seg]}}
+    learner, _ = tiny_run(tmp_path, ["multitask"], epochs=epochs, strategy_params=config)
+    assert min(learner.run().after_own_step().values()) > 0.5
+    return learner
+
+
+def test_a_tiny_multitask_run_learns_both_tasks_and_keeps_the_heads(tmp_path):
+    learner = _run(tmp_path, 25, sharing="adversarial", adversarial_weight=0.01)
     folder = step_dir(tmp_path / "run", 2)
 
     def state_of(step: int) -> dict:
@@ -107,18 +106,7 @@ def test_a_side_tower_starts_silent_and_round_trips(tmp_path):
 
 
 def test_asymmetric_sharing_serves_the_auxiliary_tower_with_the_tagger(tmp_path):
-    _segmented(tmp_path / "seg.utf8")
-    params = {
-        "sharing": "asymmetric",
-        "lstm_hidden": 16,
-        "aux_tasks": [
-            {"name": "seg", "kind": "cws", "path": str(tmp_path / "seg.utf8"),
-             "format": "segmented"}
-        ],
-    }  # fmt: skip
-    learner, _ = tiny_run(tmp_path, ["multitask"], epochs=12, strategy_params={"multitask": params})
-    matrix = learner.run()
-    assert min(matrix.after_own_step().values()) > 0.5
+    learner = _run(tmp_path, 12, sharing="asymmetric", lstm_hidden=16)
     side = learner.model.side
     assert side is not None and learner.model.spec.side_tower == 16
     assert side.proj.weight.abs().sum() > 0  # the main task learned to read the tower
