@@ -64,3 +64,37 @@ def test_a_later_task_leaves_an_earlier_tasks_outputs_bit_identical(tmp_path):
     assert reloaded.predict_tags(tokens) == final.predict_tags(tokens)
     history = learner.states["ctr"].history
     assert [h["task"] for h in history] == [0, 1, 2]
+
+
+def test_the_arbiter_resolves_a_hand_made_conflict():
+    from diancang.model.arbiter import Arbiter, arbitrate, fit_arbiter
+
+    # per word, experts (book, game) as (log p(O), best entity log p)
+    conflict = [[-2.0, -0.1], [-1.5, -0.3]]  # both claim it; book is surer, game is right
+    book_only = [[-2.0, -0.1], [-0.05, -4.0]]
+    nobody = [[-0.05, -4.0], [-0.05, -4.0]]
+    feats = torch.tensor([conflict] * 40 + [book_only] * 40 + [nobody] * 40)
+    gold = torch.tensor([2] * 40 + [1] * 40 + [0] * 40)
+    rule = Arbiter(2)  # starts as the calibrated rule: the surer expert wins
+    assert int(rule(feats[:1]).argmax(-1)) == 1
+    trained = fit_arbiter(feats, gold)
+    with torch.no_grad():
+        assert trained(feats).argmax(-1).tolist() == gold.tolist()
+        # merged over labels O, B-book, I-book, B-game, I-game: the word goes to B-game
+        keeps = [torch.tensor([1, 1, 1, 0, 0]).bool(), torch.tensor([1, 0, 0, 1, 1]).bool()]
+        logps = [torch.tensor([[[-2.0, -0.1, -3.0, -1e4, -1e4]]]),
+                 torch.tensor([[[-1.5, -1e4, -1e4, -0.3, -3.0]]])]  # fmt: skip
+        assert int(arbitrate(trained, logps, keeps).argmax(-1)) == 3
+
+
+def test_ctr_trains_an_arbiter_over_its_tasks_and_saves_it(tmp_path):
+    params = {"ctr": {"adapter": 16, "capsule": 4, "capsule_hidden": 8},
+              "exemplars": {"per_type": 5}}  # fmt: skip
+    learner, stream = tiny_run(tmp_path, ["exemplars", "ctr"], epochs=3, strategy_params=params)
+    learner.run()
+    final = learner.model
+    assert final.spec.ctr_arbiter == 3 and final.plugins.arbiter.experts == 3
+    reloaded = Tagger.from_pretrained(step_dir(tmp_path / "run", 2))
+    assert reloaded.plugins.arbiter is not None
+    tokens = [s.tokens for s in stream.steps[-1].test]
+    assert reloaded.predict_tags(tokens) == final.predict_tags(tokens)

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diancang.model.arbiter import Arbiter, arbitrate
+
 if TYPE_CHECKING:
     from diancang.model.tagger import Tagger, TaggerOutput
 
@@ -144,7 +146,7 @@ class Plugins(nn.Module):
     """Two plugins per layer of a BERT-style encoder, installed as forward hooks."""
 
     def __init__(
-        self, encoder: nn.Module, tasks: int, adapter: int, capsule: int, mid: int
+        self, encoder: nn.Module, tasks: int, adapter: int, capsule: int, mid: int, arbiter: int = 0
     ) -> None:
         super().__init__()
         layers: Any = getattr(getattr(encoder, "encoder", None), "layer", None)
@@ -162,6 +164,8 @@ class Plugins(nn.Module):
         )
         for _ in range(tasks):
             self.add_task()
+        #: Trained over ``arbiter`` tasks' experts (None: the rule merges them).
+        self.arbiter: Arbiter | None = Arbiter(arbiter) if arbiter else None
         for i, layer in enumerate(layers):
             for k, dense in enumerate((layer.attention.output.dense, layer.output.dense)):
                 dense.register_forward_hook(self.plugins[2 * i + k].hook)
@@ -211,9 +215,10 @@ def task_labels(tagger: Tagger, task: int) -> torch.Tensor:
 
 def task_forward(tagger: Tagger, once: Callable[[], TaggerOutput]) -> TaggerOutput:
     """The tagger's output with plugins: while a task trains, that task's pass (its labels
-    only); otherwise one pass per task (``run.only``: those tasks), merged per word: each
+    only); otherwise one pass per task (``run.only``: those tasks), merged per word by the
+    arbiter trained over all of them (:mod:`diancang.model.arbiter`), else by the rule: each
     label scored by its task's probability, ``O`` by the lowest of the tasks' (an entity any
-    task is sure of wins). Logits are log-probabilities (B, W, C)."""
+    task is sure of wins). Logits are log-scores (B, W, C)."""
     from diancang.model.tagger import TaggerOutput
 
     plugins = tagger.plugins
@@ -223,20 +228,34 @@ def task_forward(tagger: Tagger, once: Callable[[], TaggerOutput]) -> TaggerOutp
         tasks = [run.train_task]
     else:
         tasks = list(run.only) if run.only is not None else list(range(plugins.n_tasks))
-    merged: torch.Tensor | None = None
-    o_score: torch.Tensor | None = None
-    out: TaggerOutput | None = None
+    logps, keeps, out = expert_passes(tagger, once, tasks)
+    if len(tasks) == 1:
+        return TaggerOutput(logps[0], out.features, out.hidden_states)
+    if plugins.arbiter is not None and plugins.arbiter.experts == len(tasks):
+        merged = arbitrate(plugins.arbiter, logps, keeps)
+    else:  # the rule: each label from its task, O from the least sure task
+        merged = logps[0].clone()
+        for logp, keep in zip(logps[1:], keeps[1:], strict=True):
+            merged = torch.where(keep, logp, merged)
+        merged[..., 0] = torch.stack([lp[..., 0] for lp in logps]).min(0).values
+    return TaggerOutput(merged, out.features, out.hidden_states)
+
+
+def expert_passes(
+    tagger: Tagger, once: Callable[[], TaggerOutput], tasks: list[int]
+) -> tuple[list[torch.Tensor], list[torch.Tensor], TaggerOutput]:
+    """Each task's pass: its logits over its own labels (the others at -1e4; log-probabilities
+    when there are several tasks), its label mask (C,), and the last pass's output."""
+    plugins = tagger.plugins
+    assert plugins is not None
+    logps, keeps = [], []
+    out = None
     for t in tasks:
         with plugins.running(t):
             out = once()
         keep = task_labels(tagger, t).to(out.logits.device)
         logits = out.logits.masked_fill(~keep, -1e4)
-        if len(tasks) == 1:
-            return TaggerOutput(logits, out.features, out.hidden_states)
-        logp = logits.log_softmax(-1)
-        merged = logp if merged is None else torch.where(keep, logp, merged)
-        o_score = logp[..., 0] if o_score is None else torch.minimum(o_score, logp[..., 0])
-    assert merged is not None and o_score is not None and out is not None
-    merged = merged.clone()
-    merged[..., 0] = o_score
-    return TaggerOutput(merged, out.features, out.hidden_states)
+        logps.append(logits if len(tasks) == 1 else logits.log_softmax(-1))
+        keeps.append(keep)
+    assert out is not None
+    return logps, keeps, out

@@ -62,6 +62,7 @@ class TaggerSpec:
     #: CTR: the types of each task that has plugins (model/ctr.py), and the plugins' sizes.
     ctr_tasks: list[list[str]] = field(default_factory=list)
     ctr_sizes: list[int] = field(default_factory=list)  # adapter, capsule, capsule hidden
+    ctr_arbiter: int = 0  # the tasks its arbiter was trained over (0: none)
     dropout: float = 0.1
     encoder_name: str = "tiny-random"
     freeze_embeddings: bool = False
@@ -110,7 +111,9 @@ class Tagger(nn.Module):
             hidden *= spec.der_branches
         self.plugins: ctr.Plugins | None = None
         if spec.ctr_tasks:
-            self.plugins = ctr.Plugins(encoder, len(spec.ctr_tasks), *spec.ctr_sizes)
+            adapter, capsule, mid = spec.ctr_sizes
+            n = len(spec.ctr_tasks)
+            self.plugins = ctr.Plugins(encoder, n, adapter, capsule, mid, spec.ctr_arbiter)
         self.lstm: nn.LSTM | None = None
         if spec.bilstm:
             self.lstm = nn.LSTM(hidden, spec.lstm_hidden, batch_first=True, bidirectional=True)

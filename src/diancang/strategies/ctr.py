@@ -15,13 +15,17 @@ task_forward`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from diancang.data.record import Sentence
 from diancang.model import ctr
+from diancang.model.arbiter import Arbiter
+from diancang.model.tagger import Tagger
 from diancang.strategies.base import (
     StepBatch,
     StepContext,
@@ -42,6 +46,10 @@ class Params(BaseModel):
     capsule_hidden: int = Field(32, ge=2, description="Hidden width of a task capsule.")
     s_max: float = Field(400.0, gt=1, description="Final slope of the mask's sigmoid (HAT).")
     mask_weight: float = Field(0.75, ge=0, description="Weight of the mask penalty (HAT).")
+    arbiter: bool = Field(
+        True, description="Train an arbiter over the tasks' experts at each step (else a rule)."
+    )
+    arbiter_epochs: int = Field(200, ge=1, description="Full-batch epochs of the arbiter.")
 
 
 @dataclass
@@ -53,6 +61,7 @@ class CtrWork:
     switched_off: list[nn.Parameter] = field(default_factory=list)
     batch: int = 0
     batches: int = 1
+    data: list[Sentence] = field(default_factory=list)  # the step's data, memory included
 
 
 @strategies.register("ctr", version=1)
@@ -104,6 +113,11 @@ class Ctr(Strategy):
         self._slope(ctx, work)
         return work
 
+    def train_data(self, ctx: StepContext, data: list[Sentence]) -> list[Sentence]:
+        """Unchanged; kept to train the arbiter at the end of the step."""
+        ctx.work.data = data
+        return data
+
     def _slope(self, ctx: StepContext, work: CtrWork) -> None:
         p: Params = self.params  # type: ignore[assignment]
         batches = max(1, -(-len(ctx.step.train) // ctx.config.train.batch_size))
@@ -151,6 +165,10 @@ class Ctr(Strategy):
         plugins.run.train_task, plugins.run.s = None, None
         for q in work.switched_off:
             q.requires_grad_(True)
+        p: Params = self.params  # type: ignore[assignment]
+        if p.arbiter and plugins.n_tasks > 1 and work.data:
+            plugins.arbiter = train_arbiter(ctx.model, work.data, p.arbiter_epochs)
+            ctx.model.spec.ctr_arbiter = plugins.n_tasks
         state = ctx.state
         assert isinstance(state, Ctr.State)
         report = {
@@ -159,3 +177,48 @@ class Ctr(Strategy):
             "adapter_units_used": round(used / len(plugins.plugins), 4),
         }
         return self.State(history=[*state.history, report])
+
+
+@torch.no_grad()
+def _expert_words(model: Tagger, data: list[Sentence]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The experts' features (N, T, 2) of every word of ``data`` and the gold expert (N,):
+    0 for ``O``, t + 1 for a type of task t."""
+    from diancang.data.record import spans_to_bio
+    from diancang.model.arbiter import expert_features
+    from diancang.model.features import collate
+
+    assert model.plugins is not None
+    task_of = {ty: t + 1 for t, types in enumerate(model.spec.ctr_tasks) for ty in types}
+    tasks = list(range(model.plugins.n_tasks))
+    was = model.training
+    model.eval()
+    feats, gold = [], []
+    for lo in range(0, len(data), 64):
+        chunk = [s for s in data[lo : lo + 64] if s.tokens]
+        if not chunk:
+            continue
+        rows = [model.encode(s.tokens) for s in chunk]
+        padded = collate(rows, None, model.token_encoder.pad_id)
+        batch = {k: v.to(model.device) for k, v in padded.items()}
+        ids, att, index, mask = (
+            batch[k] for k in ("input_ids", "attention_mask", "word_index", "word_mask")
+        )
+        once = partial(model._forward, ids, att, index, mask, False, None)
+        logps, keeps, _ = ctr.expert_passes(model, once, tasks)
+        f = expert_features(logps, keeps)  # (B, W, T, 2)
+        for i, s in enumerate(chunk):
+            n = int(batch["word_mask"][i].sum())
+            tags = spans_to_bio(len(s.tokens), s.spans)[:n]
+            feats.append(f[i, :n])
+            gold.append(torch.tensor([0 if t == "O" else task_of.get(t[2:], 0) for t in tags]))
+    model.train(was)
+    return torch.cat(feats).cpu(), torch.cat(gold)
+
+
+def train_arbiter(model: Tagger, data: list[Sentence], epochs: int) -> Arbiter:
+    """An arbiter over the model's task experts, trained on ``data``'s words."""
+    from diancang.model.arbiter import fit_arbiter
+
+    features, gold = _expert_words(model, data)
+    with torch.enable_grad():
+        return fit_arbiter(features, gold, epochs).to(model.device)
