@@ -3,7 +3,8 @@
 CLUENER FG-2-PG-2 with e5-small under the converged protocol of
 ``results/cluener-fg2pg2-converged.md`` (each step trained until dev F1 stops improving, a
 30-sentence-a-type memory): ``der`` with the memory, and with consolidation past 2 branches,
-beside the best distillation strategy's committed result. For each arm, every version is
+and ``ctr`` (its arbiter trained on the step's data and the memory), beside the best
+distillation strategy's committed result. For each arm, every version is
 scored **class-incremental** (the run's own matrix: the model does not know a text's step) and
 **task-incremental** (the caller names the step's types: :func:`score_task_incremental`), and
 its inference speed is measured on the test set (sentences per second, one process, batch 64):
@@ -37,6 +38,7 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
         "exemplars+der",
         {"strategy_params": {**MEMORY, "der": {"max_branches": 2}}},
     ),
+    "ctr": ("exemplars+ctr", {"strategy_params": MEMORY}),
 }
 
 
