@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         if kept and kept["config"] == config and kept["seed"] == args.seed:
             print(f"[{label}] {arm}: kept")
             continue
-        record = run_one(f"{label}-{arm}", config, strategy, args.seed, args.work / label, False)
+        work = args.work / label / arm  # arms may share a strategy: a folder each
+        record = run_one(f"{label}-{arm}", config, strategy, args.seed, work, False)
         run_dir = Path(record["heatmap_src"]).parent
         runs[arm] = {
             "arm": arm,
@@ -103,6 +104,11 @@ def main(argv: list[str] | None = None) -> None:
             "meta": record["meta"],
             **measure(run_dir, args.quick),
         }
+        save(label, runs)  # after every arm: a later failure keeps it
+
+
+def save(label: str, runs: dict[str, dict[str, Any]]) -> None:
+    """Write the JSON, the inference-cost plot and the page of the arms run so far."""
     report = new_report(label, [runs[a] for a in ARMS if a in runs], machine=machine())
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot(report, RESULTS / f"{label}-inference.png")
