@@ -181,10 +181,14 @@ def pretrain(cfg: PretrainConfig, restart: bool = False) -> Path:
     bar = tqdm(total=total, initial=start, desc="pretrain", disable=None if cfg.progress else True)
     encoder.train()
     window: list[float] = []
+    order: list[int] = []
+    shuffled = -1  # the epoch ``order`` was drawn for
     for update in range(start, total):
         epoch, pos = divmod(update, per_epoch)
-        order = list(range(len(items)))
-        random.Random(cfg.seed * 7919 + epoch).shuffle(order)
+        if epoch != shuffled:  # one seeded permutation per epoch (a resume draws the same)
+            order = list(range(len(items)))
+            random.Random(cfg.seed * 7919 + epoch).shuffle(order)
+            shuffled = epoch
         picked = [items[i] for i in order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]]
         rng = random.Random(cfg.seed * 1_000_003 + update)
         with torch.random.fork_rng(devices=[]):  # dropout seeded by the update: resumable

@@ -185,7 +185,6 @@ def _expert_words(model: Tagger, data: list[Sentence]) -> tuple[torch.Tensor, to
     0 for ``O``, t + 1 for a type of task t."""
     from diancang.data.record import spans_to_bio
     from diancang.model.arbiter import expert_features
-    from diancang.model.features import collate
 
     assert model.plugins is not None
     task_of = {ty: t + 1 for t, types in enumerate(model.spec.ctr_tasks) for ty in types}
@@ -197,9 +196,7 @@ def _expert_words(model: Tagger, data: list[Sentence]) -> tuple[torch.Tensor, to
         chunk = [s for s in data[lo : lo + 64] if s.tokens]
         if not chunk:
             continue
-        rows = [model.encode(s.tokens) for s in chunk]
-        padded = collate(rows, None, model.token_encoder.pad_id)
-        batch = {k: v.to(model.device) for k, v in padded.items()}
+        batch = model.batch([s.tokens for s in chunk])
         ids, att, index, mask = (
             batch[k] for k in ("input_ids", "attention_mask", "word_index", "word_mask")
         )
