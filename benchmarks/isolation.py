@@ -3,7 +3,8 @@
 CLUENER FG-2-PG-2 with e5-small under the converged protocol of
 ``results/cluener-fg2pg2-converged.md`` (each step trained until dev F1 stops improving, a
 30-sentence-a-type memory): ``der`` with the memory, and with consolidation past 2 branches,
-and ``ctr`` (its arbiter trained on the step's data and the memory), beside the best
+and ``ctr`` (its arbiter trained on the step's data and the memory), with consolidation past 2
+tasks too, beside the best
 distillation strategy's committed result. For each arm, every version is
 scored **class-incremental** (the run's own matrix: the model does not know a text's step) and
 **task-incremental** (the caller names the step's types: :func:`score_task_incremental`), and
@@ -39,6 +40,10 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
         {"strategy_params": {**MEMORY, "der": {"max_branches": 2}}},
     ),
     "ctr": ("exemplars+ctr", {"strategy_params": MEMORY}),
+    "ctr-consolidate2": (
+        "exemplars+ctr",
+        {"strategy_params": {**MEMORY, "ctr": {"max_tasks": 2}}},
+    ),
 }
 
 

@@ -8,6 +8,7 @@ are validated by that strategy's own ``Params`` model when the run starts.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -267,7 +268,7 @@ def validate_as(
     schema: type[C], data: dict[str, Any], source: str = "config", overrides: Sequence[str] = ()
 ) -> C:
     """Validate a raw mapping (plus dotted overrides) into ``schema`` (any config model)."""
-    tree = dict(data)
+    tree = copy.deepcopy(dict(data))  # overrides never reach the caller's sections
     for key, value in parse_overrides(list(overrides)):
         set_dotted(tree, key, value)
     try:

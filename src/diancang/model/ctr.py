@@ -52,6 +52,24 @@ def route(priors: torch.Tensor, iterations: int) -> tuple[torch.Tensor, torch.Te
     return out, coupling
 
 
+class Compensate(torch.autograd.Function):
+    """HAT's gradient compensation: the identity on a task embedding e, whose gradient is
+    scaled by ``s_max / s * (cosh(s e) + 1) / (cosh(e) + 1)`` so that the embedding trains as
+    if the slope were ``s_max`` while the mask's sigmoid is still soft."""
+
+    @staticmethod
+    def forward(ctx: Any, e: torch.Tensor, s: float, s_max: float) -> torch.Tensor:
+        ctx.save_for_backward(e)
+        ctx.s, ctx.s_max = s, s_max
+        return e.view_as(e)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (e,) = ctx.saved_tensors
+        num = torch.cosh(torch.clamp(ctx.s * e, -50, 50)) + 1
+        return grad * ctx.s_max / ctx.s * num / (torch.cosh(e) + 1), None, None
+
+
 class Running:
     """Which task the plugins run: ``task``; ``train_task`` and ``s`` (HAT's slope) while a
     task's step trains. Shared by the plugins of one model (a deep copy gets its own)."""
@@ -60,6 +78,7 @@ class Running:
         self.task = 0
         self.train_task: int | None = None
         self.s: float | None = None
+        self.s_max = 1.0  # the slope the annealing ends at (HAT's gradient compensation)
         self.only: list[int] | None = None  # the tasks a merged pass runs (None: all)
 
 
@@ -85,6 +104,21 @@ class Plugin(nn.Module):
         self.register_buffer("used1", torch.zeros(adapter))  # units finished tasks use
         self.register_buffer("used2", torch.zeros(hidden))
 
+    def reset(self) -> None:
+        """No task, a fresh adapter (the identity), no unit in use: what a consolidation
+        trains anew."""
+        device = self.fc1.weight.device
+        for name in ("capsules", "larger"):
+            setattr(self, name, nn.ModuleList())
+        for name in ("routes", "e1", "e2"):
+            setattr(self, name, nn.ParameterList())
+        self.fc1.reset_parameters()
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+        self.used1.zero_()
+        self.used2.zero_()
+        self.to(device)
+
     def add_task(self) -> None:
         """Parameters for one more task (capsule, routing matrix, projection, masks)."""
         device = self.fc1.weight.device
@@ -98,14 +132,17 @@ class Plugin(nn.Module):
         nn.init.zeros_(larger.weight)
         nn.init.zeros_(larger.bias)
         self.larger.append(larger)
-        self.e1.append(nn.Parameter(torch.full((self.adapter,), 0.5, device=device)))
-        self.e2.append(nn.Parameter(torch.full((self.hidden,), 0.5, device=device)))
+        # N(0, 1) as HAT's task embeddings: about half the units start on
+        self.e1.append(nn.Parameter(torch.randn(self.adapter).to(device)))
+        self.e2.append(nn.Parameter(torch.randn(self.hidden).to(device)))
 
     def masks(self, t: int, s: float | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Task t's unit masks: ``sigmoid(s e_t)`` while it trains (``s``), else binary."""
         if s is None:
             return (self.e1[t] > 0).to(self.e1[t].dtype), (self.e2[t] > 0).to(self.e2[t].dtype)
-        return torch.sigmoid(s * self.e1[t]), torch.sigmoid(s * self.e2[t])
+        s_max = self.run.s_max
+        e1, e2 = (Compensate.apply(e, s, s_max) for e in (self.e1[t], self.e2[t]))
+        return torch.sigmoid(s * e1), torch.sigmoid(s * e2)
 
     def forward(self, x: torch.Tensor, t: int, s: float | None) -> torch.Tensor:
         """(B, T, H) states of task t -> (B, T, H)."""
@@ -179,6 +216,39 @@ class Plugins(nn.Module):
     @property
     def n_tasks(self) -> int:
         return len(self.plugins[0].e1)  # type: ignore[arg-type]
+
+    def reset(self) -> None:
+        """Every plugin without tasks (:meth:`Plugin.reset`), no arbiter; the hooks stay."""
+        for p in self.plugins:
+            p.reset()  # type: ignore[operator]
+        self.arbiter = None
+
+    def mask_penalty(self, task: int) -> torch.Tensor:
+        """HAT's penalty at the running slope: the share of the units no finished task uses
+        that task ``task``'s masks take (a scalar)."""
+        assert self.run.s is not None
+        taken, free = [], []
+        for plugin in self.plugins:
+            assert isinstance(plugin, Plugin)
+            m1, m2 = plugin.masks(task, self.run.s)
+            taken += [(m1 * (1 - plugin.used1)).sum(), (m2 * (1 - plugin.used2)).sum()]
+            free += [(1 - plugin.used1).sum(), (1 - plugin.used2).sum()]
+        return torch.stack(taken).sum() / torch.stack(free).sum().clamp(min=1)
+
+    def anneal(self, s_max: float, batch: int, batches: int) -> None:
+        """Set HAT's slope for ``batch`` (counted from 0) of epochs of ``batches``: from
+        ``1/s_max`` at an epoch's first batch to ``s_max`` at its last."""
+        r = (batch % batches) / max(1, batches - 1)
+        self.run.s, self.run.s_max = 1 / s_max + (s_max - 1 / s_max) * r, s_max
+
+    @torch.no_grad()
+    def clamp_embeddings(self, task: int, bound: float = 6.0) -> None:
+        """Keep task ``task``'s embeddings within ``[-bound, bound]`` (HAT's clamp: a mask
+        stays trainable)."""
+        for plugin in self.plugins:
+            assert isinstance(plugin, Plugin)
+            plugin.e1[task].clamp_(-bound, bound)
+            plugin.e2[task].clamp_(-bound, bound)
 
     @contextmanager
     def running(self, task: int) -> Iterator[None]:

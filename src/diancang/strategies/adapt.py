@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from diancang.data.record import Sentence
-from diancang.pretrain.corpus import TextSource, from_sentences, read_texts
+from diancang.pretrain.corpus import RawText, TextSource, from_sentences, read_texts
 from diancang.pretrain.masking import Masking
 from diancang.pretrain.mlm import MLMHead, feature_distillation, masked_batch, mlm_loss, prepare
 from diancang.strategies.base import ALL_HEADS, StepContext, Strategy, StrategyState, strategies
@@ -70,11 +70,17 @@ class Adapt(Strategy):
 
     def texts(self, seed: int, lang: str, latin_words: bool) -> list[list[str]]:
         """The extra texts' tokens (vocabulary trimming keeps their pieces)."""
+        return [t.tokens for t in self._extra(lang, latin_words)]
+
+    def _extra(self, lang: str, latin_words: bool) -> list[RawText]:
+        """The extra texts, read and segmented once a run (every step uses them)."""
         p: Params = self.params  # type: ignore[assignment]
-        return [t.tokens for t in read_texts(p.texts, lang, latin_words)] if p.texts else []
+        cache: dict[tuple[str, bool], list[RawText]] = self.__dict__.setdefault("_read", {})
+        if (lang, latin_words) not in cache:
+            cache[lang, latin_words] = read_texts(p.texts, lang, latin_words) if p.texts else []
+        return cache[lang, latin_words]
 
     def begin_step(self, ctx: StepContext) -> dict[str, Any]:
-        p: Params = self.params  # type: ignore[assignment]
         model = ctx.model
         weight = model.encoder.get_input_embeddings().weight  # type: ignore[operator]
         head = MLMHead(int(weight.shape[1]), int(weight.shape[0]))
@@ -84,7 +90,7 @@ class Adapt(Strategy):
             saved = load_file(str(ctx.blobs.path(state.head)))
             if saved["bias"].shape == head.bias.shape:
                 head.load_state_dict(saved)
-        extra = read_texts(p.texts, model.spec.lang, model.spec.latin_words) if p.texts else []
+        extra = self._extra(model.spec.lang, model.spec.latin_words)
         return {"head": head, "extra": extra, "report": {}}
 
     def train_data(self, ctx: StepContext, data: list[Sentence]) -> list[Sentence]:

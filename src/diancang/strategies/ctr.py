@@ -50,6 +50,13 @@ class Params(BaseModel):
         True, description="Train an arbiter over the tasks' experts at each step (else a rule)."
     )
     arbiter_epochs: int = Field(200, ge=1, description="Full-batch epochs of the arbiter.")
+    max_tasks: int | None = Field(
+        None, ge=1, description="Consolidate into one task when a step ends with more."
+    )
+    consolidate_epochs: int = Field(2, ge=1, description="Epochs of the consolidation.")
+    consolidate_lr: float = Field(
+        1e-4, gt=0, description="Its learning rate (the plugins and the head train at 10 x)."
+    )
 
 
 @dataclass
@@ -121,9 +128,8 @@ class Ctr(Strategy):
     def _slope(self, ctx: StepContext, work: CtrWork) -> None:
         p: Params = self.params  # type: ignore[assignment]
         batches = max(1, -(-len(ctx.step.train) // ctx.config.train.batch_size))
-        r = (work.batch % batches) / max(1, batches - 1)
         assert ctx.model.plugins is not None
-        ctx.model.plugins.run.s = 1 / p.s_max + (p.s_max - 1 / p.s_max) * r
+        ctx.model.plugins.anneal(p.s_max, work.batch, batches)
 
     def loss_terms(
         self, ctx: StepContext, batch: StepBatch, target: Target
@@ -131,17 +137,8 @@ class Ctr(Strategy):
         """HAT's penalty: the share of units the new task's masks take that no earlier task
         uses."""
         p: Params = self.params  # type: ignore[assignment]
-        work: CtrWork = ctx.work
-        plugins = ctx.model.plugins
-        assert plugins is not None and plugins.run.s is not None
-        taken, free = [], []
-        for plugin in plugins.plugins:
-            assert isinstance(plugin, ctr.Plugin)
-            m1, m2 = plugin.masks(work.task, plugins.run.s)
-            taken += [(m1 * (1 - plugin.used1)).sum(), (m2 * (1 - plugin.used2)).sum()]
-            free += [(1 - plugin.used1).sum(), (1 - plugin.used2).sum()]
-        share = torch.stack(taken).sum() / torch.stack(free).sum().clamp(min=1)
-        return {"ctr_masks": p.mask_weight * share}
+        assert ctx.model.plugins is not None
+        return {"ctr_masks": p.mask_weight * ctx.model.plugins.mask_penalty(ctx.work.task)}
 
     @torch.no_grad()
     def after_update(self, ctx: StepContext) -> None:
@@ -150,6 +147,8 @@ class Ctr(Strategy):
         for param, mask, value in work.keep:
             param.copy_(torch.where(mask, value, param))
         work.batch += 1
+        assert ctx.model.plugins is not None
+        ctx.model.plugins.clamp_embeddings(work.task)
         self._slope(ctx, work)
 
     def end_step(self, ctx: StepContext) -> State:
@@ -169,12 +168,17 @@ class Ctr(Strategy):
         if p.arbiter and plugins.n_tasks > 1 and work.data:
             plugins.arbiter = train_arbiter(ctx.model, work.data, p.arbiter_epochs)
             ctx.model.spec.ctr_arbiter = plugins.n_tasks
+        consolidated = bool(p.max_tasks and plugins.n_tasks > p.max_tasks and work.data)
+        if consolidated:
+            consolidate(ctx, work.data, p)
         state = ctx.state
         assert isinstance(state, Ctr.State)
         report = {
             "step": ctx.step.index,
             "task": work.task,
             "adapter_units_used": round(used / len(plugins.plugins), 4),
+            "tasks": ctx.model.plugins.n_tasks if ctx.model.plugins else 0,
+            "consolidated": consolidated,
         }
         return self.State(history=[*state.history, report])
 
@@ -219,3 +223,51 @@ def train_arbiter(model: Tagger, data: list[Sentence], epochs: int) -> Arbiter:
     features, gold = _expert_words(model, data)
     with torch.enable_grad():
         return fit_arbiter(features, gold, epochs).to(model.device)
+
+
+def consolidate(ctx: StepContext, data: list[Sentence], p: Params) -> None:
+    """Distil the model (every task's pass, merged) into fresh plugins of one task holding all
+    its types, trained as a first task (HAT's annealed masks and penalty, so later tasks find
+    free units) on ``data`` with the encoder frozen; they replace the model's plugins."""
+    import copy
+
+    from diancang.learn.distil import distil_into
+
+    model = ctx.model
+    teacher = copy.deepcopy(model).eval()
+    student = copy.deepcopy(model)
+    plugins = student.plugins
+    assert plugins is not None
+    plugins.reset()
+    types = [t for task in student.spec.ctr_tasks for t in task]
+    student.spec.ctr_tasks, student.spec.ctr_arbiter = [], 0
+    ctr.add_task(student, types, student.spec.ctr_sizes)
+    student.encoder.requires_grad_(False)
+    plugins.run.train_task = 0
+    batches = max(1, -(-len(data) // ctx.config.train.batch_size))
+    updates = [0]
+    plugins.anneal(p.s_max, 0, batches)
+
+    def advance() -> None:
+        updates[0] += 1
+        plugins.clamp_embeddings(0)
+        plugins.anneal(p.s_max, updates[0], batches)
+
+    distil_into(
+        ctx,
+        student,
+        teacher,
+        data,
+        epochs=p.consolidate_epochs,
+        lr=p.consolidate_lr,
+        desc=f"step {ctx.step.index + 1} consolidate",
+        extra_loss=lambda: p.mask_weight * plugins.mask_penalty(0),
+        after_update=advance,
+    )
+    for plugin in plugins.plugins:
+        assert isinstance(plugin, ctr.Plugin)
+        plugin.finish_task(0)
+    plugins.run.train_task, plugins.run.s = None, None
+    student.encoder.requires_grad_(True)
+    model.encoder, model.plugins, model.head = student.encoder, plugins, student.head
+    model.spec.ctr_tasks, model.spec.ctr_arbiter = student.spec.ctr_tasks, 0

@@ -190,11 +190,8 @@ class Der(Strategy):
 def consolidate(ctx: StepContext, data: list[Sentence], size: int, p: Params) -> None:
     """Distil the whole model into one branch (a copy of the newest, with its head columns;
     trunk frozen) on ``data``, and put that branch and head in the model's place."""
-    from torch.utils.data import DataLoader
-
+    from diancang.learn.distil import distil_into
     from diancang.model.der import Branches
-    from diancang.model.features import collate
-    from diancang.strategies.review import soft_kl
 
     model = ctx.model
     assert model.branches is not None
@@ -208,30 +205,13 @@ def consolidate(ctx: StepContext, data: list[Sentence], size: int, p: Params) ->
     head.weight = nn.Parameter(head.weight.data[:, -size:].clone())
     for q in student.encoder.parameters():
         q.requires_grad_(False)
-    rows = [student.encode(s.tokens) for s in data if s.tokens]
-    gen = torch.Generator().manual_seed(ctx.config.seed * 53 + ctx.step.index)
-    loader: DataLoader[Any] = DataLoader(
-        rows,  # type: ignore[arg-type]
-        batch_size=ctx.config.train.batch_size,
-        shuffle=True,
-        generator=gen,
-        collate_fn=lambda chunk: collate(chunk, None, student.token_encoder.pad_id),
-    )
-
-    def loss_fn(wrapped: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        with torch.no_grad():
-            target = teacher(**batch).logits
-        logits = wrapped(**batch).logits
-        mask = batch["word_mask"]
-        return soft_kl(logits[mask], target[mask], 1.0)
-
-    ctx.fit(
+    distil_into(
+        ctx,
         student,
-        loader,
-        loss_fn,
+        teacher,
+        data,
         epochs=p.consolidate_epochs,
         lr=p.consolidate_lr,
-        head_lr=10 * p.consolidate_lr,
         desc=f"step {ctx.step.index + 1} consolidate",
     )
     for q in student.encoder.parameters():
