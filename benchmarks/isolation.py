@@ -124,21 +124,27 @@ def save(label: str, runs: dict[str, dict[str, Any]]) -> None:
 
 def plot(report: dict[str, Any], path: Path) -> None:
     """Inference speed of each version against the steps learned, one line per arm."""
+    lines = {}
+    for r in report["runs"]:
+        first = r["versions"][0]["sentences_per_second"]
+        speeds = [v["sentences_per_second"] for v in r["versions"]]
+        lines[r["arm"]] = ([v["step"] + 1 for v in r["versions"]], [first / v for v in speeds])
+    cost_plot(lines, "inference time / first version's", path)
+
+
+def cost_plot(lines: dict[str, tuple[list[int], list[float]]], ylabel: str, path: Path) -> None:
+    """Inference-time ratios against the steps learned, a line per name, with the 2 x goal."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for r in report["runs"]:
-        xs = [v["step"] + 1 for v in r["versions"]]
-        first = r["versions"][0]["sentences_per_second"]
-        ax.plot(
-            xs, [first / v["sentences_per_second"] for v in r["versions"]], "o-", label=r["arm"]
-        )
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for name, (xs, ys) in lines.items():
+        ax.plot(xs, ys, "o-", ms=3, label=name)
     ax.axhline(2.0, color="grey", ls="--", lw=1, label="goal: 2 x")
     ax.set_xlabel("steps learned")
-    ax.set_ylabel("inference time / first version's")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

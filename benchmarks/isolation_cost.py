@@ -171,24 +171,15 @@ def render(report: dict[str, Any]) -> str:
 
 def plot(report: dict[str, Any], path: Path) -> None:
     """Inference time / the single model's against the steps, one line per arm."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from benchmarks.isolation import cost_plot
 
     run = report["runs"][0]
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
     xs = [r["steps"] for r in run["rows"]]
-    for arm in _arms(run["rows"][0]):
-        ys = [run["single"] / r[arm]["sentences_per_second"] for r in run["rows"]]
-        ax.plot(xs, ys, "o-", ms=3, label=arm)
-    ax.axhline(2.0, color="grey", ls="--", lw=1, label="goal: 2 x")
-    ax.set_xlabel("steps learned")
-    ax.set_ylabel("inference time / single model's")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    lines = {
+        arm: (xs, [run["single"] / r[arm]["sentences_per_second"] for r in run["rows"]])
+        for arm in _arms(run["rows"][0])
+    }
+    cost_plot(lines, "inference time / single model's", path)
 
 
 if __name__ == "__main__":

@@ -19,16 +19,16 @@ def distil_into(
     student: Tagger,
     teacher: Tagger,
     data: list[Sentence],
-    *,
     epochs: int,
     lr: float,
-    desc: str,
+    *,
     extra_loss: Callable[[], torch.Tensor] | None = None,
     after_update: Callable[[], None] | None = None,
 ) -> None:
-    """Train ``student``'s trainable parameters (the encoder's at ``lr``, the rest at 10 x
-    ``lr``) through the step runner's loop to match ``teacher``'s label distribution on every
-    word of ``data`` (KL at temperature 1), plus ``extra_loss()`` if given."""
+    """Train ``student``'s trainable parameters outside its encoder (frozen meanwhile) at 10 x
+    ``lr``, and its DER branches at ``lr``, through the step runner's loop to match
+    ``teacher``'s label distribution on every word of ``data`` (KL at temperature 1), plus
+    ``extra_loss()`` if given."""
     from torch.utils.data import DataLoader
 
     from diancang.model.features import collate
@@ -53,6 +53,9 @@ def distil_into(
         loss = soft_kl(logits[mask], target[mask], 1.0)
         return loss if extra_loss is None else loss + extra_loss()
 
+    trainable = [q for q in student.encoder.parameters() if q.requires_grad]
+    for q in trainable:
+        q.requires_grad_(False)
     ctx.fit(
         student,
         loader,
@@ -60,6 +63,8 @@ def distil_into(
         epochs=epochs,
         lr=lr,
         head_lr=10 * lr,
-        desc=desc,
+        desc=f"step {ctx.step.index + 1} consolidate",
         after_update=after_update,
     )
+    for q in trainable:
+        q.requires_grad_(True)

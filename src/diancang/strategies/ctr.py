@@ -242,7 +242,6 @@ def consolidate(ctx: StepContext, data: list[Sentence], p: Params) -> None:
     types = [t for task in student.spec.ctr_tasks for t in task]
     student.spec.ctr_tasks, student.spec.ctr_arbiter = [], 0
     ctr.add_task(student, types, student.spec.ctr_sizes)
-    student.encoder.requires_grad_(False)
     plugins.run.train_task = 0
     batches = max(1, -(-len(data) // ctx.config.train.batch_size))
     updates = [0]
@@ -253,21 +252,14 @@ def consolidate(ctx: StepContext, data: list[Sentence], p: Params) -> None:
         plugins.clamp_embeddings(0)
         plugins.anneal(p.s_max, updates[0], batches)
 
-    distil_into(
-        ctx,
-        student,
-        teacher,
-        data,
-        epochs=p.consolidate_epochs,
-        lr=p.consolidate_lr,
-        desc=f"step {ctx.step.index + 1} consolidate",
-        extra_loss=lambda: p.mask_weight * plugins.mask_penalty(0),
-        after_update=advance,
-    )
+    def penalty() -> torch.Tensor:
+        return p.mask_weight * plugins.mask_penalty(0)
+
+    epochs, lr = p.consolidate_epochs, p.consolidate_lr
+    distil_into(ctx, student, teacher, data, epochs, lr, extra_loss=penalty, after_update=advance)
     for plugin in plugins.plugins:
         assert isinstance(plugin, ctr.Plugin)
         plugin.finish_task(0)
     plugins.run.train_task, plugins.run.s = None, None
-    student.encoder.requires_grad_(True)
     model.encoder, model.plugins, model.head = student.encoder, plugins, student.head
     model.spec.ctr_tasks, model.spec.ctr_arbiter = student.spec.ctr_tasks, 0

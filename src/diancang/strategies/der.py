@@ -203,19 +203,7 @@ def consolidate(ctx: StepContext, data: list[Sentence], size: int, p: Params) ->
     student.branches = Branches([newest])
     head = linear_head(student, "der")
     head.weight = nn.Parameter(head.weight.data[:, -size:].clone())
-    for q in student.encoder.parameters():
-        q.requires_grad_(False)
-    distil_into(
-        ctx,
-        student,
-        teacher,
-        data,
-        epochs=p.consolidate_epochs,
-        lr=p.consolidate_lr,
-        desc=f"step {ctx.step.index + 1} consolidate",
-    )
-    for q in student.encoder.parameters():
-        q.requires_grad_(True)
+    distil_into(ctx, student, teacher, data, p.consolidate_epochs, p.consolidate_lr)
     model.branches, model.head = student.branches, student.head
     model.feature_size = size
     model.spec.der_branches = 1
