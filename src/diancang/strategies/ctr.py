@@ -9,7 +9,9 @@ stay bit-identical (task-incremental: ``predict --types``). Within a step the ma
 anneals from ``1/s_max`` to ``s_max`` over each epoch's batches, and a penalty
 (``mask_weight``) keeps the new task's masks off units nobody uses yet (HAT). Class-incremental
 prediction runs every task's plugins and merges them per word (:func:`~diancang.model.ctr.
-task_forward`).
+task_forward`), so its cost grows with the tasks; with ``max_tasks``, a step that ends with more
+**consolidates**: the merged passes are distilled (:func:`~diancang.learn.distil.distil_into`)
+into fresh plugins of one task holding every type so far, trained as a first task.
 """
 
 from __future__ import annotations
