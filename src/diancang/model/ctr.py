@@ -107,7 +107,6 @@ class Plugin(nn.Module):
     def reset(self) -> None:
         """No task, a fresh adapter (the identity), no unit in use: what a consolidation
         trains anew."""
-        device = self.fc1.weight.device
         for name in ("capsules", "larger"):
             setattr(self, name, nn.ModuleList())
         for name in ("routes", "e1", "e2"):
@@ -117,7 +116,6 @@ class Plugin(nn.Module):
         nn.init.zeros_(self.fc2.bias)
         self.used1.zero_()
         self.used2.zero_()
-        self.to(device)
 
     def add_task(self) -> None:
         """Parameters for one more task (capsule, routing matrix, projection, masks)."""

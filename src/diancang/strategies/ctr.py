@@ -246,13 +246,14 @@ def consolidate(ctx: StepContext, data: list[Sentence], p: Params) -> None:
     ctr.add_task(student, types, student.spec.ctr_sizes)
     plugins.run.train_task = 0
     batches = max(1, -(-len(data) // ctx.config.train.batch_size))
-    updates = [0]
-    plugins.anneal(p.s_max, 0, batches)
+    updates = 0
+    plugins.anneal(p.s_max, updates, batches)
 
     def advance() -> None:
-        updates[0] += 1
+        nonlocal updates
+        updates += 1
         plugins.clamp_embeddings(0)
-        plugins.anneal(p.s_max, updates[0], batches)
+        plugins.anneal(p.s_max, updates, batches)
 
     def penalty() -> torch.Tensor:
         return p.mask_weight * plugins.mask_penalty(0)
