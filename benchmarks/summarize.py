@@ -10,14 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks.run_tables import mentions_table, pct, run_section
 from diancang.evaluation.matrix import ResultMatrix
-from diancang.evaluation.report import audit_lines
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -88,8 +84,8 @@ def comparison_table(report: dict[str, Any]) -> list[str]:
         cells = [
             r["strategy"],
             str(r["seed"]),
-            *(_pct(r[k]) for k in ("final_micro", "final_macro", "avg_micro", "avg_macro")),
-            _pct(r["forgetting"]),
+            *(pct(r[k]) for k in ("final_micro", "final_macro", "avg_micro", "avg_macro")),
+            pct(r["forgetting"]),
             ", ".join(r["never_learned"]) or "–",
             num(r.get("final_macro_vs_joint"), ".2f"),
             num(r.get("avg_macro_vs_joint"), ".2f"),
@@ -177,101 +173,14 @@ def budget_table(converged: dict[str, Any], fixed: dict[str, Any]) -> list[str]:
         cm = c["summary"]["final"]["macro"] if c else None
         cells = [
             name,
-            _pct(fm),
+            pct(fm),
             "–" if fm is None else ratio(fm, fix.get("joint")),
             "–" if fm is None or not top else f"{fm / top:.2f}",
-            _pct(cm),
+            pct(cm),
             "–" if cm is None or not top else f"{cm / top:.2f}",
             ", ".join(map(str, epochs_per_step(c))) if c else "–",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return [*lines, ""]
-
-
-def task_table(matrix: ResultMatrix) -> list[str]:
-    """Step x task F1 (percent), rows after each step."""
-    tasks = matrix.task_matrix()
-    names = [", ".join(t) for t in matrix.step_types]
-    lines = ["| after step | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for i, row in enumerate(tasks):
-        cells = ["–" if v != v else f"{100 * v:.1f}" for v in row]
-        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def type_table(matrix: ResultMatrix, joint: ResultMatrix | None) -> list[str]:
-    """Per type: F1 right after its step (learning) and final (forgetting), each beside the
-    joint model's at the same step (percent); ``kept`` = final / right after, flagged when a
-    type that reached 50 keeps less than 0.8 of it."""
-    intro, last = matrix.introduced_at(), matrix.n_steps - 1
-    lines = [
-        "| type | step | right after its step | joint then | final | joint final | kept |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for t, k in intro.items():
-        if k > last:
-            continue
-        after, final = matrix.per_type[k].get(t), matrix.per_type[last].get(t)
-        j_after = joint.per_type[k].get(t) if joint and k < joint.n_steps else None
-        j_final = joint.per_type[last].get(t) if joint and last < joint.n_steps else None
-        kept = "–"
-        if after and final is not None:
-            kept = f"{final / after:.2f}" + (
-                " (< 0.8)" if after >= 0.5 and final < 0.8 * after else ""
-            )
-        cells = [t, str(k + 1), _pct(after), _pct(j_after), _pct(final), _pct(j_final), kept]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def confusion_lines(meta: dict[str, Any], top: int = 5) -> list[str]:
-    """The largest type confusions on the scored set (gold entities found with their exact
-    boundaries but under another type), at the last step, with the step each first appeared
-    at; empty for runs without the record."""
-    steps = meta.get("confusion")
-    if not steps or not steps[-1]:
-        return []
-    last = sorted(
-        ((n, gold, pred) for gold, row in steps[-1].items() for pred, n in row.items()),
-        key=lambda x: (-x[0], x[1], x[2]),
-    )[:top]
-
-    def since(gold: str, pred: str) -> int:
-        return next(k for k, s in enumerate(steps) if s.get(gold, {}).get(pred)) + 1
-
-    pairs = ", ".join(f"{g} as {p} {n} (since step {since(g, p)})" for n, g, p in last)
-    return [
-        f"Largest type confusions after the last step (gold entities found with their exact "
-        f"boundaries under another type): {pairs}.",
-        "",
-    ]
-
-
-def mentions_table(meta: dict[str, Any]) -> list[str]:
-    """What each step's training sentences hold under the hidden full annotation (run meta
-    ``step_mentions``): the step's own mentions and their share of all, and the old- and
-    future-type mentions it sees as ``O``; empty for runs without the record."""
-    steps = meta.get("step_mentions")
-    if not steps:
-        return []
-    lines = [
-        "What each step's training sentences hold (hidden full annotation, for measurement "
-        "only): mentions of its new types and their share of all their mentions (the rest are "
-        "`O` in other steps' sentences), and mentions of earlier and later types, which the "
-        "step sees as `O`:",
-        "",
-        "| step | own mentions (share of all) | earlier types' mentions | later types' mentions |",
-        "|---|---|---|---|",
-    ]
-    for k, m in enumerate(steps):
-        own = ", ".join(f"{t} {n} ({100 * m['share'][t]:.0f}%)" for t, n in m["own"].items())
-        old = sum(m["old"].values())
-        detail = ", ".join(f"{t} {n}" for t, n in m["old"].items())
-        lines.append(
-            f"| {k + 1} | {own} | {old}"
-            + (f" ({detail})" if detail else "")
-            + f" | {m['future']} |"
-        )
     return [*lines, ""]
 
 
@@ -340,46 +249,16 @@ def render_benchmark(report: dict[str, Any], fixed: dict[str, Any] | None = None
         if r["strategy"] == "joint"
     }
     for r in report["runs"]:
-        matrix = ResultMatrix.from_dict(r["matrix"])
-        out += [
-            f"## {r['strategy']} (seed {r['seed']})",
-            "",
-            "Per step micro / macro F1: "
-            + ", ".join(
-                f"{100 * a:.1f} / {100 * b:.1f}"
-                for a, b in zip(matrix.micro, matrix.macro, strict=True)
-            ),
-            "",
-            *task_table(matrix),
-            "",
-            f"![{r['strategy']} heatmap]({r['heatmap']})",
-            "",
-        ]
-        if r["strategy"] != "joint":
-            out += [
-                "Per type: learning (F1 right after its step) and forgetting (final), beside "
-                "joint:",
-                "",
-                *type_table(matrix, joints.get(r["seed"])),
-                "",
-            ]
-        out += confusion_lines(r["meta"])
-        out += audit_lines(r["meta"].get("supervision_audit") or [])
-        for k, epochs in enumerate(r["meta"].get("dev_per_epoch") or []):
-            if epochs:
-                out += [
-                    f"Dev F1 per epoch, step {k + 1}:",
-                    "",
-                    "| epoch | dev micro | dev macro | train seconds |",
-                    "|---|---|---|---|",
-                ]
-                out += [
-                    f"| {e['epoch']} | {_pct(e['dev_micro'])} | {_pct(e['dev_macro'])} | "
-                    f"{e['train_seconds']} |"
-                    for e in epochs
-                ]
-                out.append("")
+        out += run_section(r, joints.get(r["seed"]))
     return "\n".join(out)
+
+
+def is_stream_report(report: dict[str, Any]) -> bool:
+    """Whether a result JSON holds ``benchmarks.run`` runs (a strategy and seed each, scored
+    after every step); pages with tables of their own (encoder speed, few-shot, inference cost)
+    are not in the README's table."""
+    runs = report.get("runs")
+    return "benchmark" in report and isinstance(runs, list) and all("strategy" in r for r in runs)
 
 
 def refresh_readme(results: Path, readme: Path) -> None:
@@ -391,21 +270,21 @@ def refresh_readme(results: Path, readme: Path) -> None:
     ]
     for path in sorted(results.glob("*.json")):
         report = json.loads(path.read_text("utf-8"))
-        if "runs" not in report or "benchmark" not in report:  # pages with tables of their own
-            continue  # (encoder-speed.json, the few-shot page)
+        if not is_stream_report(report):
+            continue
         for r in rows(report):
             sps = "–" if r["sec_per_step"] is None else f"{r['sec_per_step']:.1f}"
             lines.append(
                 f"| {report['benchmark']} | {r['strategy']} (s{r['seed']}) | "
-                f"{_pct(r['final_micro'])} | {_pct(r['final_macro'])} | {_pct(r['avg_micro'])} | "
-                f"{_pct(r['avg_macro'])} | {_pct(r['forgetting'])} | {sps} | "
+                f"{pct(r['final_micro'])} | {pct(r['final_macro'])} | {pct(r['avg_micro'])} | "
+                f"{pct(r['avg_macro'])} | {pct(r['forgetting'])} | {sps} | "
                 f"{'–' if r['sent_per_sec'] is None else format(r['sent_per_sec'], '.1f')} | "
                 f"[{path.stem}](results/{path.stem}.md) |"
             )
     lines += ["", "Heatmaps (step x type F1):", ""]
     for path in sorted(results.glob("*.json")):
         report = json.loads(path.read_text("utf-8"))
-        for r in report.get("runs", []) if "benchmark" in report else []:
+        for r in report["runs"] if is_stream_report(report) else []:
             name = f"{report['benchmark']} {r['strategy']} (s{r['seed']})"
             lines.append(f"- {name}: ![{name}](results/{r['heatmap']})")
     replace_block(readme, START, END, lines)

@@ -67,13 +67,16 @@ def test_readme_table_skips_other_json(tmp_path):
     results.mkdir()
     (results / "x.json").write_text(json.dumps(report({"joint": 0.8})), "utf-8")
     (results / "encoder-speed.json").write_text(json.dumps({"rows": []}), "utf-8")
+    # a page of its own made with new_report (benchmark and runs, but no strategy per run)
+    cost = {"benchmark": "isolation-cost", "runs": [{"command": "c", "rows": []}]}
+    (results / "isolation-cost.json").write_text(json.dumps(cost), "utf-8")
     readme = tmp_path / "README.md"
     readme.write_text(f"# B\n\n{START}\nold\n{END}\ntail\n", "utf-8")
     refresh_readme(results, readme)
     text = readme.read_text("utf-8")
     assert "old" not in text and text.endswith("tail\n")
     assert "| x | joint (s1) | 80.0 | 80.0 |" in text
-    assert "encoder-speed" not in text
+    assert "encoder-speed" not in text and "isolation-cost" not in text
 
 
 def test_benchmark_config_applies_overrides_without_touching_the_specs(tmp_path):
@@ -242,7 +245,7 @@ def test_fewshot_rows_over_draws_are_means_with_the_final_sd():
 
 
 def test_type_table_sets_learning_and_forgetting_beside_joint():
-    from benchmarks.summarize import type_table
+    from benchmarks.run_tables import type_table
     from diancang.evaluation.matrix import ResultMatrix
 
     method = ResultMatrix(
@@ -261,6 +264,12 @@ def test_type_table_sets_learning_and_forgetting_beside_joint():
     assert lines[2] == "| A | 1 | 90.0 | 95.0 | 50.0 | 94.0 | 0.56 (< 0.8) |"
     assert lines[3] == "| B | 2 | 60.0 | 80.0 | 60.0 | 80.0 | 1.00 |"
     assert type_table(method, None)[2] == "| A | 1 | 90.0 | – | 50.0 | – | 0.56 (< 0.8) |"
+    scores = [{"A": [0.95, 0.855]}, {"A": [0.4, 0.667], "B": [0.5, 0.75]}]
+    lines = type_table(method, joint, scores)
+    assert lines[0].endswith("| kept | P / R after its step | P / R final |")
+    assert lines[1].count("---") == 9
+    assert lines[2].endswith("| 0.56 (< 0.8) | 95.0 / 85.5 | 40.0 / 66.7 |")
+    assert lines[3].endswith("| 1.00 | 50.0 / 75.0 | 50.0 / 75.0 |")
 
 
 def test_seed_table_gives_mean_and_sd_over_seeds():
@@ -312,7 +321,7 @@ def test_strategy_params_reach_only_the_arms_that_use_them(tmp_path):
 
 
 def test_mentions_table_shows_own_share_and_hidden_old_mentions():
-    from benchmarks.summarize import mentions_table
+    from benchmarks.run_tables import mentions_table
 
     meta = {
         "step_mentions": [
@@ -351,7 +360,7 @@ def test_step_cost_arms_take_their_own_strategies_and_params():
 
 
 def test_confusion_lines_name_the_largest_confusions_and_when_they_began():
-    from benchmarks.summarize import confusion_lines
+    from benchmarks.run_tables import confusion_lines
 
     meta = {"confusion": [{}, {"book": {"game": 9}}, {"book": {"movie": 7, "game": 2}}]}
     (line, _) = confusion_lines(meta)

@@ -49,6 +49,12 @@ def test_run_writes_results_model_and_config(demo_run):
     assert saved["id2label"]["0"] == "O"
     results = json.loads((demo_run / "results.json").read_text("utf-8"))
     assert len(results["matrix"]["micro"]) == len(saved["types"]) - 1  # FG-2-PG-1
+    # per step, precision and recall of every type seen so far, beside its F1
+    pr, per_type = results["meta"]["precision_recall"], results["matrix"]["per_type"]
+    assert [set(step) for step in pr] == [set(step) for step in per_type]
+    for step_pr, step_f1 in zip(pr, per_type, strict=True):
+        for t, (p, r) in step_pr.items():
+            assert step_f1[t] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0, abs=1e-3)
 
 
 def test_without_a_terminal_a_run_logs_each_epoch_and_the_scoring(tmp_path, caplog):
