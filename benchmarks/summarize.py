@@ -34,6 +34,25 @@ def _summary(run: dict[str, Any]) -> dict[str, Any]:
     return ResultMatrix.from_dict(run["matrix"]).summary()
 
 
+def learned_and_kept(run: dict[str, Any], joint: dict[str, Any]) -> dict[str, float]:
+    """The final macro F1 / joint's, split into learning and keeping: ``learned_vs_joint`` =
+    the sum over types of F1 right after each type's step / the same sum for joint at those
+    steps; ``final_vs_learned`` = the sum of final F1 / the sum right after. Their product is
+    the final macro / joint's final macro (joint, trained once, scores a type the same at every
+    step). Empty when a sum is 0 or a type was never scored."""
+    m, j = ResultMatrix.from_dict(run), ResultMatrix.from_dict(joint)
+    intro, last = m.introduced_at(), m.n_steps - 1
+    if last >= j.n_steps:
+        return {}
+    try:
+        a = sum(m.per_type[k][t] for t, k in intro.items())  # right after each type's step
+        b = sum(j.per_type[k][t] for t, k in intro.items())  # joint at those steps
+        c = sum(m.per_type[last][t] for t in intro)  # final
+    except KeyError:
+        return {}
+    return {"learned_vs_joint": a / b, "final_vs_learned": c / a} if a and b else {}
+
+
 def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per run: the headline numbers, and ratios to joint (same seed) when present."""
     out = []
@@ -61,6 +80,8 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             row["final_macro_vs_joint"] = s["final"]["macro"] / js["final"]["macro"]
         if js and js["averaged"]["macro"]:
             row["avg_macro_vs_joint"] = s["averaged"]["macro"] / js["averaged"]["macro"]
+        if j and "matrix" in r and "matrix" in j:
+            row |= learned_and_kept(r["matrix"], j["matrix"])
         f_secs = trained_seconds(f["meta"]) if f else []
         if row["sec_per_step"] and f_secs:
             row["time_vs_finetune"] = row["sec_per_step"] / sum(f_secs) * len(f_secs)
@@ -112,20 +133,30 @@ def seed_table(report: dict[str, Any]) -> list[str]:
     by: dict[str, list[dict[str, Any]]] = {}
     for r in rows(report):
         by.setdefault(r["strategy"], []).append(r)
-    keys = ["final_macro", "final_micro", "avg_macro", "forgetting", "final_macro_vs_joint"]
+    keys = [
+        "final_macro",
+        "final_micro",
+        "avg_macro",
+        "forgetting",
+        "final_macro_vs_joint",
+        "learned_vs_joint",
+        "final_vs_learned",
+    ]
     lines = [
-        "Mean ± sd over seeds:",
+        "Mean ± sd over seeds. The ratio to joint splits into learning and keeping: `learned / "
+        "joint` sums each type's F1 right after its own step against joint's; `final / learned` "
+        "sums the final F1 against that (their product is final macro / joint).",
         "",
         "| strategy | seeds | final macro | final micro | avg macro | forgetting "
-        "| final macro / joint |",
-        "|---|---|---|---|---|---|---|",
+        "| final macro / joint | learned / joint | final / learned |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for strategy, rs in by.items():
         cells = [strategy, str(len(rs))]
         for k in keys:
             xs = [r[k] for r in rs if r.get(k) is not None]
             mean, sd = _mean(xs), _std(xs)
-            scale, fmt = (1, ".2f") if k.endswith("joint") else (100, ".1f")
+            scale, fmt = (1, ".2f") if "_vs_" in k else (100, ".1f")
             cell = "–" if mean is None else format(scale * mean, fmt)
             if sd is not None:
                 cell += " ± " + format(scale * sd, fmt)

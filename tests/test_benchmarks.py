@@ -272,6 +272,27 @@ def test_type_table_sets_learning_and_forgetting_beside_joint():
     assert lines[3].endswith("| 1.00 | 50.0 / 75.0 | 50.0 / 75.0 |")
 
 
+def test_learned_and_kept_split_the_ratio_to_joint():
+    from benchmarks.summarize import learned_and_kept
+
+    def m(per_type):
+        return {
+            "step_types": [["A"], ["B"]],
+            "per_type": per_type,
+            "micro": [0, 0],
+            "macro": [0, 0],
+        }
+
+    run = m([{"A": 0.9}, {"A": 0.5, "B": 0.6}])
+    joint = m([{"A": 0.95}, {"A": 0.95, "B": 0.8}])
+    out = learned_and_kept(run, joint)
+    assert out["learned_vs_joint"] == pytest.approx(1.5 / 1.75)  # (0.9 + 0.6) / (0.95 + 0.8)
+    assert out["final_vs_learned"] == pytest.approx(1.1 / 1.5)  # (0.5 + 0.6) / (0.9 + 0.6)
+    # their product is the final macro / joint's: 0.55 / 0.875
+    assert out["learned_vs_joint"] * out["final_vs_learned"] == pytest.approx(0.55 / 0.875)
+    assert learned_and_kept(m([{"A": 0.0}, {"A": 0.0, "B": 0.0}]), joint) == {}
+
+
 def test_seed_table_gives_mean_and_sd_over_seeds():
     from benchmarks.summarize import seed_table
 
