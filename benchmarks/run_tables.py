@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from diancang.evaluation.matrix import ResultMatrix
+from diancang.evaluation.metrics import FP_KINDS
 from diancang.evaluation.report import audit_lines
 
 
@@ -111,6 +112,30 @@ def mentions_table(meta: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def false_positive_table(matrix: ResultMatrix, meta: dict[str, Any]) -> list[str]:
+    """Per type, its false positives right after its own step and at the end, by where they
+    land in the hidden full gold (run meta ``false_positives``); empty for runs without it."""
+    steps = meta.get("false_positives")
+    if not steps or not any(steps):
+        return []
+    last = len(steps) - 1
+    lines = [
+        "False positives of each type right after its step (and at the end), by where they land "
+        "in the hidden full gold (measurement only): `later type` is exactly an entity of a "
+        "type not learnt yet at that step, `boundary` overlaps one of its own type:",
+        "",
+        "| type | step | false positives | " + " | ".join(FP_KINDS) + " | final |",
+        "|---" * (len(FP_KINDS) + 4) + "|",
+    ]
+    for t, k in matrix.introduced_at().items():
+        if k > last:
+            continue
+        row, end = steps[k].get(t, {}), steps[last].get(t, {})
+        cells = [t, str(k + 1), str(sum(row.values())), *(str(row.get(x, 0)) for x in FP_KINDS)]
+        lines.append("| " + " | ".join([*cells, str(sum(end.values()))]) + " |")
+    return [*lines, ""]
+
+
 def epoch_lines(meta: dict[str, Any]) -> list[str]:
     """Dev F1 per epoch, one table per step that logged it (converged runs)."""
     out: list[str] = []
@@ -157,6 +182,7 @@ def run_section(run: dict[str, Any], joint: ResultMatrix | None) -> list[str]:
             *type_table(matrix, joint, run["meta"].get("precision_recall")),
             "",
         ]
+        out += false_positive_table(matrix, run["meta"])
     out += confusion_lines(run["meta"])
     out += audit_lines(run["meta"].get("supervision_audit") or [])
     return out + epoch_lines(run["meta"])

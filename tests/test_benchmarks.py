@@ -424,3 +424,26 @@ def test_the_product_default_is_the_best_measured_method():
     demo = yaml.safe_load((files("diancang") / "resources" / "demo.yaml").read_text("utf-8"))
     assert demo["strategies"] == BEST.split("+")
     assert demo.get("strategy_params", {}) == BEST_PARAMS
+
+
+def test_false_positive_table_counts_each_type_after_its_step_and_at_the_end():
+    from benchmarks.run_tables import false_positive_table
+    from diancang.evaluation.matrix import ResultMatrix
+
+    matrix = ResultMatrix(
+        step_types=[["A"], ["B"]],
+        per_type=[{"A": 0.5}, {"A": 0.6, "B": 0.6}],
+        micro=[0.5, 0.6],
+        macro=[0.5, 0.6],
+    )
+    meta = {
+        "false_positives": [
+            {"A": {"later type": 6, "no entity": 2}},
+            {"A": {"no entity": 3}, "B": {"boundary": 1}},
+        ]
+    }
+    lines = false_positive_table(matrix, meta)
+    assert lines[4] == "| A | 1 | 8 | 6 | 0 | 0 | 0 | 2 | 3 |"
+    assert lines[5] == "| B | 2 | 1 | 0 | 0 | 1 | 0 | 0 | 1 |"
+    assert lines[3].count("---") == 9
+    assert false_positive_table(matrix, {}) == []

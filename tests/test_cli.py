@@ -55,6 +55,14 @@ def test_run_writes_results_model_and_config(demo_run):
     for step_pr, step_f1 in zip(pr, per_type, strict=True):
         for t, (p, r) in step_pr.items():
             assert step_f1[t] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0, abs=1e-3)
+    # and where each type's false positives land in the hidden full gold
+    # (every false positive of a step's scoring, predicted minus correct, is sorted once)
+    fps = results["meta"]["false_positives"]
+    scored = json.loads((demo_run / "progress.json").read_text("utf-8"))["results"]
+    assert len(fps) == len(scored)
+    for step_fps, step in zip(fps, scored, strict=True):
+        for t, s in step["per_type"].items():
+            assert sum(step_fps.get(t, {}).values()) == s["predicted"] - s["correct"]
 
 
 def test_without_a_terminal_a_run_logs_each_epoch_and_the_scoring(tmp_path, caplog):

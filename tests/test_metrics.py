@@ -73,3 +73,18 @@ def test_confusion_counts_entities_read_as_another_type():
     scores = entity_scores(gold, pred, ["book", "game"])
     assert scores.confusion == {"book": {"game": 1}}  # same boundaries, other type
     assert entity_scores(gold, gold, ["book", "game"]).confusion == {}
+
+
+def test_false_positives_are_sorted_by_where_they_land():
+    from diancang.evaluation.metrics import false_positive_kinds
+
+    # full gold: A and B are learnt; C is a later type the model has not seen
+    gold = [["B-C", "I-C", "O", "B-A", "I-A", "O", "B-B", "O", "O", "B-C", "I-C", "I-C"]]
+    pred = [["B-A", "I-A", "O", "B-A", "O", "O", "B-A", "O", "B-A", "O", "B-B", "I-B"]]
+    # A at 0-1: exactly the later C; A at 3: same type, shorter; A at 6: exactly the learnt B;
+    # A at 8: nothing there; B at 10-11: overlaps the later C at 9-11
+    assert false_positive_kinds(gold, pred, ["A", "B"]) == {
+        "A": {"later type": 1, "boundary": 1, "other type": 1, "no entity": 1},
+        "B": {"later type, overlapping": 1},
+    }
+    assert false_positive_kinds(gold, gold, ["A", "B"]) == {}  # a perfect tagger has none

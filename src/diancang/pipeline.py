@@ -212,6 +212,10 @@ def throughput(progress: Progress | None) -> dict[str, Any]:
         "supervision_audit": progress.audits if progress else [],
         # Per step: gold entities found with their exact boundaries under another type.
         "confusion": [r.get("confusion", {}) for r in progress.results] if progress else [],
+        # Per step and type: where its false positives land (types not yet learnt, ...).
+        "false_positives": [r.get("false_positives", {}) for r in progress.results]
+        if progress
+        else [],
         # Per step: precision and recall of every type seen so far.
         "precision_recall": [
             {t: [round(s["precision"], 4), round(s["recall"], 4)] for t, s in r["per_type"].items()}

@@ -40,6 +40,9 @@ class Scores:
     #: ``confusion[gold][predicted]``: gold entities predicted with exactly their boundaries
     #: but another type (e.g. a book title read as a game).
     confusion: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Per predicted type, where its false positives land in the full gold (every type, those
+    #: not evaluated too): see :func:`false_positive_kinds`; empty unless the full gold is given.
+    false_positives: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (per-type scores nested under ``per_type``)."""
@@ -111,3 +114,46 @@ def entity_scores(gold: list[list[str]], pred: list[list[str]], types: list[str]
             row = confusion.setdefault(t, {})
             row[other] = row.get(other, 0) + 1
     return Scores(p, r, f, macro, per_type=per_type, confusion=confusion)
+
+
+#: The kinds of :func:`false_positive_kinds`, in the order they are tried.
+FP_KINDS = ("later type", "later type, overlapping", "boundary", "other type", "no entity")
+
+
+def false_positive_kinds(
+    full_gold: list[list[str]], pred: list[list[str]], types: list[str]
+) -> dict[str, dict[str, int]]:
+    """Where the false positives of each type in ``types`` land, against ``full_gold`` (tags of
+    every type, including those not in ``types``): ``later type``: exactly the span of a gold
+    entity of a type outside ``types`` (one the model has not learnt yet, in a stream);
+    ``later type, overlapping``: overlapping one (and no gold entity of its own type);
+    ``boundary``: overlapping a gold entity of its own type with other boundaries; ``other
+    type``: exactly or overlapping a gold entity of another type in ``types``; ``no entity``:
+    no gold entity there. The first kind that applies counts."""
+    wanted = set(types)
+    gold = _entities(full_gold)
+    by_sentence: dict[int, list[tuple[str, int, int]]] = {}
+    for s, t, a, b in gold:
+        by_sentence.setdefault(s, []).append((t, a, b))
+    out: dict[str, dict[str, int]] = {}
+    for s, t, a, b in sorted(_entities(pred) - gold):
+        if t not in wanted:
+            continue
+        here = by_sentence.get(s, [])
+        exact = [g for g, ga, gb in here if (ga, gb) == (a, b)]
+        over = [g for g, ga, gb in here if ga < b and a < gb]  # ends exclusive
+        if exact and exact[0] not in wanted:
+            kind = "later type"
+        elif exact:
+            kind = "other type"
+        elif t in over:
+            kind = "boundary"
+        elif any(g not in wanted for g in over):
+            kind = "later type, overlapping"
+        elif over:
+            kind = "other type"
+        else:
+            kind = "no entity"
+        row = out.setdefault(t, {})
+        row[kind] = row.get(kind, 0) + 1
+    return out

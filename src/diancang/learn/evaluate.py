@@ -6,7 +6,7 @@ import logging
 
 from diancang.data.record import Sentence, spans_to_bio
 from diancang.evaluation.matrix import ResultMatrix
-from diancang.evaluation.metrics import Scores, entity_scores
+from diancang.evaluation.metrics import Scores, entity_scores, false_positive_kinds
 from diancang.model.tagger import Tagger
 from diancang.stream import TaskStream
 
@@ -26,15 +26,24 @@ def evaluate(
     types: list[str],
     batch_size: int = 64,
     progress: str | None = None,
+    full: list[Sentence] | None = None,
 ) -> Scores:
     """Strict micro/macro/per-type F1 of ``model`` on ``sentences``, gold kept to ``types``.
-    ``progress`` labels a progress bar (terminal only) and a log line."""
+    ``progress`` labels a progress bar (terminal only) and a log line. ``full``: the same
+    sentences with every type annotated (a stream's hidden gold, for measurement only); with
+    it the scores say where each type's false positives land (:func:`false_positive_kinds`)."""
     if progress:
         logger.info("%s: %d sentences", progress, len(sentences))
     tokens = [s.tokens for s in sentences]
     pred, _ = model.predict_tags(tokens, batch_size=batch_size, progress=progress)
     # A prediction of a type outside ``types`` cannot be right here; it stays (a false positive).
-    return entity_scores(_gold(sentences, types), pred, types)
+    scores = entity_scores(_gold(sentences, types), pred, types)
+    if full is not None:
+        if [s.tokens for s in full] != tokens:
+            raise ValueError("full must hold the same sentences as sentences")
+        every = sorted({sp.label for s in full for sp in s.spans})
+        scores.false_positives = false_positive_kinds(_gold(full, every), pred, types)
+    return scores
 
 
 def score_stream(model: Tagger, stream: TaskStream, batch_size: int = 64) -> ResultMatrix:

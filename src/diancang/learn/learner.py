@@ -121,6 +121,7 @@ class Learner(StepRunner):
                     step.seen_types,
                     self.config.train.eval_batch_size,
                     f"step {step.index + 1}/{len(steps)}: scoring {self.config.data.score_on}",
+                    full=self.stream.steps[-1].test,  # every type: where false positives land
                 )
                 progress.results.append(scores.to_dict())
                 progress.seconds.append(result.seconds)
