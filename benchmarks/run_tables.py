@@ -1,5 +1,6 @@
 """The per-run sections of a benchmark page: the step x task table, learning and forgetting
-per type, the largest type confusions, what each step's sentences hold, and dev F1 per epoch."""
+per type, where false positives land, the largest type confusions, what each step's sentences
+hold, and dev F1 per epoch."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from diancang.evaluation.report import audit_lines
 
 
 def pct(x: float | None) -> str:
+    """A fraction as a percent with one decimal; ``–`` for None."""
     return "–" if x is None else f"{100 * x:.1f}"
 
 
