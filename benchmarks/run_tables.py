@@ -36,10 +36,10 @@ def type_table(
     ``precision_recall``: per step, type -> [precision, recall]) the precision / recall right
     after its step and final are set beside them."""
     intro, last = matrix.introduced_at(), matrix.n_steps - 1
-    head = "| type | step | right after its step | joint then | final | joint final | kept |"
+    cols = ["type", "step", "right after its step", "joint then", "final", "joint final", "kept"]
     if scores:
-        head += " P / R after its step | P / R final |"
-    lines = [head, "|---" * head.count(" | ") + "|---|"]
+        cols += ["P / R after its step", "P / R final"]
+    lines = ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
 
     def pr(step: int, t: str) -> str:
         p_r = scores[step].get(t) if scores and step < len(scores) else None
