@@ -20,15 +20,16 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from diancang.archive import db
+from diancang.archive import scratch as scratch_dirs
 from diancang.archive.blobs import STALE_TMP_S, BlobStore
+from diancang.archive.diff import version_diff
 from diancang.errors import DataError, DiancangError, NotFound
 
 STATUSES = ("candidate", "live", "retired")
@@ -73,34 +74,6 @@ def _id_list(ids: list[int]) -> str:
         else:
             runs.append([i, i])
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _delta(a: Any, b: Any) -> float | None:
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return round(float(b) - float(a), 6)
-    return None
 
 
 class Archive:
@@ -342,24 +315,7 @@ class Archive:
 
     def diff(self, a: int, b: int) -> dict[str, Any]:
         """What changed from version ``a`` to ``b``: types, metric deltas (b - a), config."""
-        va, vb = self.get(a), self.get(b)
-        pa, pb = va.metrics.get("per_type") or {}, vb.metrics.get("per_type") or {}
-        common = [t for t in vb.types if t in va.types]
-        ca, cb = _flatten(va.config), _flatten(vb.config)
-        config: dict[str, dict[str, Any]] = {}
-        for key in sorted(ca.keys() | cb.keys()):
-            if ca.get(key, ...) != cb.get(key, ...):
-                config[key] = {side: c[key] for side, c in (("a", ca), ("b", cb)) if key in c}
-        return {
-            "a": a,
-            "b": b,
-            "types_added": [t for t in vb.types if t not in va.types],
-            "types_removed": [t for t in va.types if t not in vb.types],
-            "per_type": {t: _delta(pa.get(t), pb.get(t)) for t in common},
-            "micro": _delta(va.metrics.get("micro"), vb.metrics.get("micro")),
-            "macro": _delta(va.metrics.get("macro"), vb.metrics.get("macro")),
-            "config": config,
-        }
+        return version_diff(self.get(a), self.get(b))
 
     # ------------------------------------------------------------------------------ datasets
     def put_dataset(self, path: str | Path, *, name: str, types: list[str]) -> str:
@@ -420,29 +376,16 @@ class Archive:
     def new_scratch(self, prefix: str) -> Path:
         """A new working folder ``scratch/<prefix>-<pid>-<random>`` (the caller removes it;
         :meth:`gc` removes those of processes that are gone)."""
-        folder = self.root / "scratch"
-        folder.mkdir(exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-", dir=folder))
+        return scratch_dirs.new(self.root / "scratch", prefix)
 
-    @contextmanager
-    def scratch(self, prefix: str) -> Iterator[Path]:
+    def scratch(self, prefix: str) -> AbstractContextManager[Path]:
         """A working folder for the block, removed after it."""
-        path = self.new_scratch(prefix)
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
+        return scratch_dirs.folder(self.root / "scratch", prefix)
 
     def clean_scratch(self) -> int:
         """Remove scratch folders whose process is gone (a crash or kill -9 left them);
         returns how many went."""
-        removed = 0
-        for path in sorted((self.root / "scratch").glob("*-*-*")):
-            pid = path.name.split("-")[-2]
-            if pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(path, ignore_errors=True)
-                removed += 1
-        return removed
+        return scratch_dirs.clean(self.root / "scratch")
 
     # ------------------------------------------------------------------------------ upkeep
     def events(self) -> list[dict[str, Any]]:
