@@ -8,7 +8,7 @@ from typing import Any
 
 from diancang.evaluation.matrix import ResultMatrix
 from diancang.evaluation.metrics import FP_KINDS
-from diancang.evaluation.report import audit_lines
+from diancang.evaluation.report import audit_lines, markdown_table
 
 
 def pct(x: float | None) -> str:
@@ -39,7 +39,7 @@ def type_table(
     cols = ["type", "step", "right after its step", "joint then", "final", "joint final", "kept"]
     if scores:
         cols += ["P / R after its step", "P / R final"]
-    lines = ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
+    lines = markdown_table(cols, [])
 
     def pr(step: int, t: str) -> str:
         p_r = scores[step].get(t) if scores and step < len(scores) else None

@@ -24,6 +24,7 @@ from diancang.data import defects as D
 from diancang.data.presets import DatasetSplits
 from diancang.data.record import Sentence
 from diancang.errors import DataError
+from diancang.evaluation.report import markdown_table
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 
@@ -147,8 +148,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     def fmt(v: Any) -> str:
         return f"{v:,}" if isinstance(v, int) else str(v)
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return markdown_table(header, [[fmt(v) for v in row] for row in rows])
 
 
 def render_stats_markdown(stats: dict[str, Any]) -> str:

@@ -61,7 +61,8 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """A Markdown table: the header row, the separator, then the rows (``|`` in cells escaped)."""
     lines = ["| " + " | ".join(_cell(h) for h in header) + " |"]
     lines.append("|" + "|".join("---" for _ in header) + "|")
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
@@ -95,7 +96,7 @@ def render_markdown(matrix: ResultMatrix, *, title: str, meta: dict[str, Any] | 
         f"Steps completed: {matrix.n_steps} of {len(matrix.step_types)}. "
         "F1 in percent (strict entity-level).",
         "",
-        *_table(
+        *markdown_table(
             ["", "micro F1", "macro F1"],
             [
                 ["averaged over steps", _pct(avg["micro"]), _pct(avg["macro"])],
@@ -108,7 +109,7 @@ def render_markdown(matrix: ResultMatrix, *, title: str, meta: dict[str, Any] | 
         "",
         "## Per step",
         "",
-        *_table(
+        *markdown_table(
             ["step", "new types", "micro F1", "macro F1"],
             [
                 [str(s + 1), ", ".join(matrix.step_types[s]), _pct(mi), _pct(ma)]
@@ -121,7 +122,7 @@ def render_markdown(matrix: ResultMatrix, *, title: str, meta: dict[str, Any] | 
     lines += [
         "## F1 per task (rows: after step; columns: task = types of that step)",
         "",
-        *_table(
+        *markdown_table(
             ["after step"]
             + [f"{j + 1} ({', '.join(ts)})" for j, ts in enumerate(matrix.step_types)],
             [[str(s + 1)] + [_pct(v) for v in row] for s, row in enumerate(tasks.tolist())],
@@ -132,7 +133,7 @@ def render_markdown(matrix: ResultMatrix, *, title: str, meta: dict[str, Any] | 
     lines += [
         "## F1 per type (rows: after step)",
         "",
-        *_table(
+        *markdown_table(
             ["after step", *matrix.all_types],
             [[str(s + 1)] + [_pct(v) for v in row] for s, row in enumerate(types.tolist())],
         ),
@@ -145,7 +146,7 @@ def render_markdown(matrix: ResultMatrix, *, title: str, meta: dict[str, Any] | 
         lines += [
             "## Forgetting per old type",
             "",
-            *_table(
+            *markdown_table(
                 ["type", "step", "F1 after its step", "final F1", "forgetting"],
                 [
                     [
@@ -187,7 +188,7 @@ def audit_lines(audits: list[dict[str, Any] | None]) -> list[str]:
         "or pseudo-labelled); precision and recall of those against the hidden gold old "
         "types, in percent; left out: not in the base loss.",
         "",
-        *_table(
+        *markdown_table(
             [
                 "step",
                 "unlabelled words",
@@ -367,7 +368,7 @@ def render_side_by_side(arms: dict[str, ResultMatrix]) -> str:
             ],
         ]
     )
-    lines = _table(header, rows)
+    lines = markdown_table(header, rows)
     lines.append("")
     for n in names:
         m = arms[n]
