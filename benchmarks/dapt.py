@@ -25,6 +25,7 @@ from benchmarks.run import RESULTS, ROOT, new_report, page_header, run_one, save
 from benchmarks.specs import BEST, BEST_PARAMS, E5, TRAIN_PRETRAINED, merge
 from diancang.config import validate_as
 from diancang.data.presets import default_data_dir
+from diancang.evaluation.report import markdown_table
 from diancang.pretrain.config import PretrainConfig
 
 #: Trained until dev F1 stops improving, as the converged comparison (issue 17's protocol).
@@ -199,10 +200,7 @@ def render(report: dict[str, Any]) -> str:
         "e5-small (6 layers); test F1 in %; pre-training on one CPU machine (seconds, "
         "updates of 32 texts, held-out MLM loss before -> after)",
     )
-    lines += [
-        "| row | strategy | final micro | final macro | macro vs without | pre-training |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for r in report["runs"]:
         final = r["summary"]["final"]
         key = r["row"].rsplit("-", 1)[0] if not r["row"].endswith("+adapt") else r["row"][:-6]
@@ -217,11 +215,10 @@ def render(report: dict[str, Any]) -> str:
                 f"{pre['heldout_loss_before']:.2f} -> {pre['heldout_loss_after']:.2f}"
             )
         )
-        lines.append(
-            f"| {r['row']} | {r['strategy']} | {100 * final['micro']:.1f} | "
-            f"{100 * final['macro']:.1f} | {gain} | {cost} |"
-        )
-    return "\n".join(lines) + "\n"
+        micro, macro = f"{100 * final['micro']:.1f}", f"{100 * final['macro']:.1f}"
+        rows.append([r["row"], r["strategy"], micro, macro, gain, cost])
+    header = ["row", "strategy", "final micro", "final macro", "macro vs without", "pre-training"]
+    return "\n".join([*lines, *markdown_table(header, rows)]) + "\n"
 
 
 if __name__ == "__main__":

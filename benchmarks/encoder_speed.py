@@ -24,6 +24,7 @@ from benchmarks.run import RESULTS, ROOT
 from benchmarks.summarize import replace_block
 from diancang.config import build_config
 from diancang.data.presets import default_data_dir, load_preset
+from diancang.evaluation.report import markdown_table
 from diancang.model.features import collate
 from diancang.pipeline import model_factory
 from diancang.provenance import git_commit
@@ -111,16 +112,13 @@ def main(argv: list[str] | None = None) -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "encoder-speed.json").write_text(json.dumps(report, indent=1) + "\n", "utf-8")
-    table = [
-        "| encoder | variant | sentences/s | s/batch | embedding rows | params (M) | "
-        "trainable (M) |",
-        "|---|---|---|---|---|---|---|",
-    ] + [
-        f"| {r['encoder']} | {r['variant']} | {r['sentences_per_second']} | "
-        f"{r['seconds_per_batch']} | {r['embedding_rows']:,} | {r['parameters_m']} | "
-        f"{r['trainable_m']} |"
+    cells = [
+        [str(r[k]) for k in ("encoder", "variant", "sentences_per_second", "seconds_per_batch")]
+        + [f"{r['embedding_rows']:,}", str(r["parameters_m"]), str(r["trainable_m"])]
         for r in rows
     ]
+    header = ["encoder", "variant", "sentences/s", "s/batch", "embedding rows", "params (M)"]
+    table = markdown_table([*header, "trainable (M)"], cells)
     md = [
         f"# Encoder training throughput\n\n- command: `{report['command']}`",
         f"- date: {report['date']}; git commit: {report['git_commit']}",

@@ -37,6 +37,7 @@ from typing import Any
 from benchmarks.run import ROOT, run_ceiling, run_one, save_result
 from benchmarks.specs import FEWSHOT, FEWSHOT_ARMS, FEWSHOT_TRAIN, merge
 from diancang.data.presets import default_data_dir
+from diancang.evaluation.report import markdown_table
 from diancang.learn.version import run_states
 
 LABEL = "cluener-fewshot"
@@ -224,15 +225,11 @@ def render(report: dict[str, Any]) -> str:
         if t and any(r["arm"] == a for rows in report["by_shots"].values() for r in rows)
     ]
     lines.append("")
+    header = ["arm", "final macro", "/ joint", "base types", "new types", "new / finetune's"]
+    header += ["avg macro", "synthetic s / train s (worst step)"]
     for k, rows in report["by_shots"].items():
         finetune_new = next((r["new_macro"] for r in rows if r["arm"] == "finetune"), None)
-        lines += [
-            f"## K = {k}",
-            "",
-            "| arm | final macro | / joint | base types | new types | new / finetune's "
-            "| avg macro | synthetic s / train s (worst step) |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
+        table = []
         for r in rows:
             ratio = (
                 f"{r['new_macro'] / finetune_new:.2f}"
@@ -240,26 +237,31 @@ def render(report: dict[str, Any]) -> str:
                 else "–"
             )
             cost = r["cost"]
-            lines.append(
-                f"| {r['arm']} | {final_cell(r)} | {r['final_macro'] / joint:.2f} "
-                f"| {100 * r['base_macro']:.1f} | {100 * (r['new_macro'] or 0):.1f} | {ratio} "
-                f"| {100 * r['avg_macro']:.1f} | "
-                + (
-                    f"{cost['synthetic_seconds']:.0f} / {cost['train_seconds']:.0f} "
-                    f"({cost.get('worst', cost['ratio']):.2f})"
-                    if cost
-                    else "–"
-                )
-                + " |"
+            spent = (
+                f"{cost['synthetic_seconds']:.0f} / {cost['train_seconds']:.0f} "
+                f"({cost.get('worst', cost['ratio']):.2f})"
+                if cost
+                else "–"
             )
-        lines.append("")
+            table.append(
+                [
+                    r["arm"],
+                    final_cell(r),
+                    f"{r['final_macro'] / joint:.2f}",
+                    f"{100 * r['base_macro']:.1f}",
+                    f"{100 * (r['new_macro'] or 0):.1f}",
+                    ratio,
+                    f"{100 * r['avg_macro']:.1f}",
+                    spent,
+                ]
+            )
+        lines += [f"## K = {k}", "", *markdown_table(header, table), ""]
     lines += ["## Zero-shot F1 on the new types (base model, before any example)", ""]
-    heads = sorted(report["zero_shot"])
-    lines += ["| type | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
-    types = sorted({t for z in report["zero_shot"].values() for t in z})
-    for t in types:
-        cells = [f"{100 * report['zero_shot'][h].get(t, 0.0):.1f}" for h in heads]
-        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    zero = report["zero_shot"]
+    heads = sorted(zero)
+    types = sorted({t for z in zero.values() for t in z})
+    cells = [[t, *(f"{100 * zero[h].get(t, 0.0):.1f}" for h in heads)] for t in types]
+    lines += markdown_table(["type", *heads], cells)
     return "\n".join(lines) + "\n"
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.run import RESULTS
+from diancang.evaluation.report import markdown_table
 from diancang.pipeline import machine
 from diancang.provenance import git_commit
 
@@ -166,29 +167,30 @@ def render(report: dict[str, Any]) -> str:
         f"- texts: {report['texts']}; one forward pass {report['forward_gflop']} GFLOP, so the "
         f"roof at {PEAK_GFLOPS:.0f} GFLOP/s is {report['roof_sentences_per_second']} sentences/s",
         "",
-        "| path | batch | sentences/s | x pipeline | of the roof | p50 ms | p99 ms |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['path']} | {r['batch']} | {r['sentences_per_second']} | "
-            f"{r['sentences_per_second'] / base[r['batch']]:.2f} | {r['of_roof']:.2f} | "
-            f"{r['p50_ms']} | {r['p99_ms']} |"
-        )
+    speed = [
+        [
+            r["path"],
+            str(r["batch"]),
+            str(r["sentences_per_second"]),
+            f"{r['sentences_per_second'] / base[r['batch']]:.2f}",
+            f"{r['of_roof']:.2f}",
+            str(r["p50_ms"]),
+            str(r["p99_ms"]),
+        ]
+        for r in rows
+    ]
+    header = ["path", "batch", "sentences/s", "x pipeline", "of the roof", "p50 ms", "p99 ms"]
+    lines += markdown_table(header, speed)
     lines += ["", "Strict F1 (%) on the same test texts, all types:", ""]
-    lines += ["| backend | micro F1 | macro F1 |", "|---|---|---|"]
-    for name, s in report["f1"].items():
-        lines.append(f"| {name} | {100 * s['micro']:.2f} | {100 * s['macro']:.2f} |")
+    scores = report["f1"]
+    f1 = [[n, f"{100 * s['micro']:.2f}", f"{100 * s['macro']:.2f}"] for n, s in scores.items()]
+    lines += markdown_table(["backend", "micro F1", "macro F1"], f1)
     lines += ["", "The service (`POST /v1/recognize`, one text a request, loopback):", ""]
-    lines += [
-        "| backend | clients | texts/s | p50 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in report["service"]:
-        lines.append(
-            f"| {r['backend']} | {r['clients']} | {r['texts_per_second']} | {r['p50_ms']} | "
-            f"{r['p99_ms']} | {r['errors']} |"
-        )
+    keys = ["backend", "clients", "texts_per_second", "p50_ms", "p99_ms", "errors"]
+    service = [[str(r[k]) for k in keys] for r in report["service"]]
+    header = ["backend", "clients", "texts/s", "p50 ms", "p99 ms", "errors"]
+    lines += markdown_table(header, service)
     return "\n".join([*lines, "", "![sentences per second](inference.png)", ""])
 
 

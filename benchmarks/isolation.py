@@ -26,6 +26,7 @@ from typing import Any
 from benchmarks.run import RESULTS, ROOT, new_report, page_header, run_one, save_result
 from benchmarks.specs import BENCHMARKS, merge
 from diancang.config import load_config
+from diancang.evaluation.report import markdown_table
 from diancang.learn.checkpoint import step_dir
 from diancang.learn.evaluate import score_task_incremental
 from diancang.model.tagger import Tagger
@@ -159,18 +160,16 @@ def render(report: dict[str, Any], image: str) -> str:
         f"machine: {report['machine']}; e5-small (6 layers); test F1 in %; class-incremental = "
         "the run's own scoring, task-incremental = each step's types named by the caller",
     )
-    lines += [
-        "| arm | strategy | class-inc. final macro | task-inc. final macro | branches at the end "
-        "| inference time at the end / first version |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for r in report["runs"]:
         last, first = r["versions"][-1], r["versions"][0]
         cost = first["sentences_per_second"] / last["sentences_per_second"]
-        lines.append(
-            f"| {r['arm']} | {r['strategy']} | {100 * r['summary']['final']['macro']:.1f} "
-            f"| {100 * last['til_macro']:.1f} | {last['branches']} | {cost:.2f} |"
-        )
+        macro = f"{100 * r['summary']['final']['macro']:.1f}"
+        til = f"{100 * last['til_macro']:.1f}"
+        rows.append([r["arm"], r["strategy"], macro, til, str(last["branches"]), f"{cost:.2f}"])
+    header = ["arm", "strategy", "class-inc. final macro", "task-inc. final macro"]
+    header += ["branches at the end", "inference time at the end / first version"]
+    lines += markdown_table(header, rows)
     return "\n".join([*lines, "", f"![inference cost]({image})", ""])
 
 

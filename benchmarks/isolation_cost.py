@@ -23,6 +23,7 @@ from typing import Any
 
 from benchmarks.run import RESULTS, new_report, page_header, save_result
 from benchmarks.specs import BENCHMARKS
+from diancang.evaluation.report import markdown_table
 
 #: The ``ctr`` and ``der`` defaults (strategies/ctr.py, strategies/der.py).
 CTR_SIZES = [128, 8, 32]
@@ -148,14 +149,11 @@ def render(report: dict[str, Any]) -> str:
         f"{run['single']} sentences/s. Each cell: "
         "inference time / the single model's (sentences/s in brackets)",
     )
-    lines += ["| steps | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    rows = []
     for row in run["rows"]:
-        cells = [
-            f"{run['single'] / row[a]['sentences_per_second']:.2f} "
-            f"({row[a]['sentences_per_second']})"
-            for a in arms
-        ]
-        lines.append(f"| {row['steps']} | " + " | ".join(cells) + " |")
+        sps = [row[a]["sentences_per_second"] for a in arms]
+        rows.append([str(row["steps"]), *(f"{run['single'] / x:.2f} ({x})" for x in sps)])
+    lines += markdown_table(["steps", *arms], rows)
     lines += [
         "",
         "`ctr` is class-incremental (every task's pass, merged per word); `ctr-task` names one "

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.run import ROOT, save_result
+from diancang.evaluation.report import markdown_table
 
 LABEL = "cluener-fewshot-prompt_span-probe"
 DEFAULT = ROOT / "runs/bench/cluener-fewshot/base-prompt_span/finetune-s1"
@@ -67,6 +68,12 @@ def probe(run_dir: Path, thresholds: list[float], batch_size: int = 64) -> dict[
 def render(report: dict[str, Any]) -> str:
     """The Markdown page of a probe report."""
     types = report["types"]
+    f1 = [
+        [str(th), f"{100 * r['micro']:.1f}", *(f"{100 * r['per_type'][t]:.1f}" for t in types)]
+        for th, r in report["by_threshold"].items()
+    ]
+    pairs = zip(types, report["start_corr"], strict=True)
+    corr = [[t, *(f"{x:.3f}" for x in row)] for t, row in pairs]
     lines = [
         f"# {report['label']}",
         "",
@@ -76,21 +83,12 @@ def render(report: dict[str, Any]) -> str:
         "",
         "## Strict F1 by pointer threshold",
         "",
-        "| threshold | micro | " + " | ".join(types) + " |",
-        "|---|---|" + "---|" * len(types),
-    ]
-    for th, r in report["by_threshold"].items():
-        cells = " | ".join(f"{100 * r['per_type'][t]:.1f}" for t in types)
-        lines.append(f"| {th} | {100 * r['micro']:.1f} | {cells} |")
-    lines += [
+        *markdown_table(["threshold", "micro", *types], f1),
         "",
         "## Correlation of start logits between types (over test words)",
         "",
-        "| | " + " | ".join(types) + " |",
-        "|---|" + "---|" * len(types),
+        *markdown_table(["type", *types], corr),
     ]
-    for t, row in zip(types, report["start_corr"], strict=True):
-        lines.append(f"| {t} | " + " | ".join(f"{x:.3f}" for x in row) + " |")
     return "\n".join(lines) + "\n"
 
 

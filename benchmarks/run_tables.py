@@ -20,11 +20,11 @@ def task_table(matrix: ResultMatrix) -> list[str]:
     """Step x task F1 (percent), rows after each step."""
     tasks = matrix.task_matrix()
     names = [", ".join(t) for t in matrix.step_types]
-    lines = ["| after step | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for i, row in enumerate(tasks):
-        cells = ["–" if v != v else f"{100 * v:.1f}" for v in row]
-        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
-    return lines
+    rows = [
+        [str(i + 1), *("–" if v != v else f"{100 * v:.1f}" for v in row)]
+        for i, row in enumerate(tasks)
+    ]
+    return markdown_table(["after step", *names], rows)
 
 
 def type_table(
@@ -39,7 +39,7 @@ def type_table(
     cols = ["type", "step", "right after its step", "joint then", "final", "joint final", "kept"]
     if scores:
         cols += ["P / R after its step", "P / R final"]
-    lines = markdown_table(cols, [])
+    rows: list[list[str]] = []
 
     def pr(step: int, t: str) -> str:
         p_r = scores[step].get(t) if scores and step < len(scores) else None
@@ -59,8 +59,8 @@ def type_table(
         cells = [t, str(k + 1), pct(after), pct(j_after), pct(final), pct(j_final), kept]
         if scores:
             cells += [pr(k, t), pr(last, t)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        rows.append(cells)
+    return markdown_table(cols, rows)
 
 
 def confusion_lines(meta: dict[str, Any], top: int = 5) -> list[str]:
@@ -93,25 +93,22 @@ def mentions_table(meta: dict[str, Any]) -> list[str]:
     steps = meta.get("step_mentions")
     if not steps:
         return []
-    lines = [
+    rows = []
+    for k, m in enumerate(steps):
+        own = ", ".join(f"{t} {n} ({100 * m['share'][t]:.0f}%)" for t, n in m["own"].items())
+        detail = ", ".join(f"{t} {n}" for t, n in m["old"].items())
+        old = str(sum(m["old"].values())) + (f" ({detail})" if detail else "")
+        rows.append([str(k + 1), own, old, str(m["future"])])
+    header = ["step", "own mentions (share of all)", "earlier types' mentions"]
+    return [
         "What each step's training sentences hold (hidden full annotation, for measurement "
         "only): mentions of its new types and their share of all their mentions (the rest are "
         "`O` in other steps' sentences), and mentions of earlier and later types, which the "
         "step sees as `O`:",
         "",
-        "| step | own mentions (share of all) | earlier types' mentions | later types' mentions |",
-        "|---|---|---|---|",
+        *markdown_table([*header, "later types' mentions"], rows),
+        "",
     ]
-    for k, m in enumerate(steps):
-        own = ", ".join(f"{t} {n} ({100 * m['share'][t]:.0f}%)" for t, n in m["own"].items())
-        old = sum(m["old"].values())
-        detail = ", ".join(f"{t} {n}" for t, n in m["old"].items())
-        lines.append(
-            f"| {k + 1} | {own} | {old}"
-            + (f" ({detail})" if detail else "")
-            + f" | {m['future']} |"
-        )
-    return [*lines, ""]
 
 
 def false_positive_table(matrix: ResultMatrix, meta: dict[str, Any]) -> list[str]:
@@ -121,21 +118,21 @@ def false_positive_table(matrix: ResultMatrix, meta: dict[str, Any]) -> list[str
     if not steps or not any(steps):
         return []
     last = len(steps) - 1
-    lines = [
-        "False positives of each type right after its step (and at the end), by where they land "
-        "in the hidden full gold (measurement only): `later type` is exactly an entity of a "
-        "type not learnt yet at that step, `boundary` overlaps one of its own type:",
-        "",
-        "| type | step | false positives | " + " | ".join(FP_KINDS) + " | final |",
-        "|---" * (len(FP_KINDS) + 4) + "|",
-    ]
+    rows = []
     for t, k in matrix.introduced_at().items():
         if k > last:
             continue
         row, end = steps[k].get(t, {}), steps[last].get(t, {})
-        cells = [t, str(k + 1), str(sum(row.values())), *(str(row.get(x, 0)) for x in FP_KINDS)]
-        lines.append("| " + " | ".join([*cells, str(sum(end.values()))]) + " |")
-    return [*lines, ""]
+        counts = [str(row.get(x, 0)) for x in FP_KINDS]
+        rows.append([t, str(k + 1), str(sum(row.values())), *counts, str(sum(end.values()))])
+    return [
+        "False positives of each type right after its step (and at the end), by where they land "
+        "in the hidden full gold (measurement only): `later type` is exactly an entity of a "
+        "type not learnt yet at that step, `boundary` overlaps one of its own type:",
+        "",
+        *markdown_table(["type", "step", "false positives", *FP_KINDS, "final"], rows),
+        "",
+    ]
 
 
 def epoch_lines(meta: dict[str, Any]) -> list[str]:
@@ -143,18 +140,12 @@ def epoch_lines(meta: dict[str, Any]) -> list[str]:
     out: list[str] = []
     for k, epochs in enumerate(meta.get("dev_per_epoch") or []):
         if epochs:
-            out += [
-                f"Dev F1 per epoch, step {k + 1}:",
-                "",
-                "| epoch | dev micro | dev macro | train seconds |",
-                "|---|---|---|---|",
-            ]
-            out += [
-                f"| {e['epoch']} | {pct(e['dev_micro'])} | {pct(e['dev_macro'])} | "
-                f"{e['train_seconds']} |"
+            rows = [
+                [str(e["epoch"]), pct(e["dev_micro"]), pct(e["dev_macro"]), str(e["train_seconds"])]
                 for e in epochs
             ]
-            out.append("")
+            header = ["epoch", "dev micro", "dev macro", "train seconds"]
+            out += [f"Dev F1 per epoch, step {k + 1}:", "", *markdown_table(header, rows), ""]
     return out
 
 

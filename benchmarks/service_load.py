@@ -33,6 +33,7 @@ import httpx
 
 from benchmarks.run import RESULTS, ROOT
 from benchmarks.summarize import replace_block
+from diancang.evaluation.report import markdown_table
 from diancang.pipeline import machine
 from diancang.provenance import git_commit
 
@@ -212,16 +213,11 @@ def main(argv: list[str] | None = None) -> None:
         "encoder": "e5-small" + (f" (first {args.keep_layers} layers)" if args.keep_layers else ""),
         "rows": rows,
     }
-    table = [
-        "| texts/request | clients | requests/s | texts/s | p50 ms | p99 ms | texts per forward "
-        "pass | requests per forward pass | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ] + [
-        f"| {r['texts_per_request']} | {r['clients']} | {r['requests_per_second']} | "
-        f"{r['texts_per_second']} | {r['p50_ms']} | {r['p99_ms']} | "
-        f"{r['texts_per_forward_pass']} | {r['requests_per_forward_pass']} | {r['errors']} |"
-        for r in rows
-    ]
+    keys = ["texts_per_request", "clients", "requests_per_second", "texts_per_second"]
+    keys += ["p50_ms", "p99_ms", "texts_per_forward_pass", "requests_per_forward_pass", "errors"]
+    header = ["texts/request", "clients", "requests/s", "texts/s", "p50 ms", "p99 ms"]
+    header += ["texts per forward pass", "requests per forward pass", "errors"]
+    table = markdown_table(header, [[str(r[k]) for k in keys] for r in rows])
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "service-load.json").write_text(json.dumps(report, indent=1) + "\n", "utf-8")
     page = [

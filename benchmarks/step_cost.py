@@ -21,7 +21,7 @@ from typing import Any
 
 from benchmarks.run import ROOT, save_result
 from diancang.config import load_config, parse_overrides
-from diancang.evaluation.report import load_results
+from diancang.evaluation.report import load_results, markdown_table
 from diancang.learn.checkpoint import step_dir
 from diancang.pipeline import machine, run
 from diancang.provenance import git_commit
@@ -55,16 +55,14 @@ def render(report: dict[str, Any]) -> str:
         f"- msra-demo, e5-small 4 layers, 600 sentences a step, {report['epochs']} epochs, "
         "batch 16; every arm's second step starts from the same first step",
         "",
-        "| arm | step 2 training s | vs finetune | micro F1 | macro F1 |",
-        "|---|---|---|---|---|",
     ]
+    cells = []
     for r in rows:
         ratio = "–" if not base else f"{r['step2_train_seconds'] / base:.2f}"
-        lines.append(
-            f"| {r['arm']} | {r['step2_train_seconds']:.1f} | {ratio} | "
-            f"{100 * r['step2_micro']:.1f} | {100 * r['step2_macro']:.1f} |"
-        )
-    return "\n".join([*lines, ""])
+        f1 = [f"{100 * r['step2_micro']:.1f}", f"{100 * r['step2_macro']:.1f}"]
+        cells.append([r["arm"], f"{r['step2_train_seconds']:.1f}", ratio, *f1])
+    header = ["arm", "step 2 training s", "vs finetune", "micro F1", "macro F1"]
+    return "\n".join([*lines, *markdown_table(header, cells), ""])
 
 
 def main(argv: list[str] | None = None, *, name: str = "step-cost", title: str = "") -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from benchmarks.run_tables import mentions_table, pct, run_section
 from diancang.evaluation.matrix import ResultMatrix
+from diancang.evaluation.report import markdown_table
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -95,12 +96,10 @@ def comparison_table(report: dict[str, Any]) -> list[str]:
     def num(x: float | None, fmt: str) -> str:
         return "–" if x is None else format(x, fmt)
 
-    lines = [
-        "| strategy | seed | final micro | final macro | avg micro | avg macro | forgetting "
-        "| never learned | final macro / joint | avg macro / joint | s/step | s/step vs finetune "
-        "| sentences/s | peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = ["strategy", "seed", "final micro", "final macro", "avg micro", "avg macro"]
+    header += ["forgetting", "never learned", "final macro / joint", "avg macro / joint"]
+    header += ["s/step", "s/step vs finetune", "sentences/s", "peak MB"]
+    table = []
     for r in rows(report):
         cells = [
             r["strategy"],
@@ -115,8 +114,8 @@ def comparison_table(report: dict[str, Any]) -> list[str]:
             num(r["sent_per_sec"], ".1f"),
             num(r["peak_mb"], ".0f"),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        table.append(cells)
+    return markdown_table(header, table)
 
 
 def _std(xs: list[float]) -> float | None:
@@ -142,15 +141,7 @@ def seed_table(report: dict[str, Any]) -> list[str]:
         "learned_vs_joint",
         "final_vs_learned",
     ]
-    lines = [
-        "Mean ± sd over seeds. The ratio to joint splits into learning and keeping: `learned / "
-        "joint` sums each type's F1 right after its own step against joint's; `final / learned` "
-        "sums the final F1 against that (their product is final macro / joint).",
-        "",
-        "| strategy | seeds | final macro | final micro | avg macro | forgetting "
-        "| final macro / joint | learned / joint | final / learned |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    table = []
     for strategy, rs in by.items():
         cells = [strategy, str(len(rs))]
         for k in keys:
@@ -161,8 +152,17 @@ def seed_table(report: dict[str, Any]) -> list[str]:
             if sd is not None:
                 cell += " ± " + format(scale * sd, fmt)
             cells.append(cell)
-        lines.append("| " + " | ".join(cells) + " |")
-    return [*lines, ""]
+        table.append(cells)
+    header = ["strategy", "seeds", "final macro", "final micro", "avg macro", "forgetting"]
+    header += ["final macro / joint", "learned / joint", "final / learned"]
+    return [
+        "Mean ± sd over seeds. The ratio to joint splits into learning and keeping: `learned / "
+        "joint` sums each type's F1 right after its own step against joint's; `final / learned` "
+        "sums the final F1 against that (their product is final macro / joint).",
+        "",
+        *markdown_table(header, table),
+        "",
+    ]
 
 
 def epochs_per_step(run: dict[str, Any]) -> list[int]:
@@ -189,15 +189,7 @@ def budget_table(converged: dict[str, Any], fixed: dict[str, Any]) -> list[str]:
         j = joint["summary"]["final"]["macro"] if joint else None
         return "–" if not j else f"{x / j:.2f}"
 
-    lines = [
-        f"Fixed budget ({fixed['benchmark']}, {fixed['runs'][0]['meta'].get('epochs')} epochs a "
-        f"step) against converged steps ({converged['benchmark']}): final macro F1 and its "
-        "ratio to the joint model of the same budget and to the converged joint (the headline).",
-        "",
-        "| strategy | fixed: final macro | / fixed joint | / converged joint | converged: final "
-        "macro | / converged joint | converged: epochs per step |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    table = []
     for name in [*conv, *(n for n in fix if n not in conv)]:
         f, c = fix.get(name), conv.get(name)
         fm = f["summary"]["final"]["macro"] if f else None
@@ -211,8 +203,17 @@ def budget_table(converged: dict[str, Any], fixed: dict[str, Any]) -> list[str]:
             "–" if cm is None or not top else f"{cm / top:.2f}",
             ", ".join(map(str, epochs_per_step(c))) if c else "–",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return [*lines, ""]
+        table.append(cells)
+    header = ["strategy", "fixed: final macro", "/ fixed joint", "/ converged joint"]
+    header += ["converged: final macro", "/ converged joint", "converged: epochs per step"]
+    return [
+        f"Fixed budget ({fixed['benchmark']}, {fixed['runs'][0]['meta'].get('epochs')} epochs a "
+        f"step) against converged steps ({converged['benchmark']}): final macro F1 and its "
+        "ratio to the joint model of the same budget and to the converged joint (the headline).",
+        "",
+        *markdown_table(header, table),
+        "",
+    ]
 
 
 def _joint_note(report: dict[str, Any]) -> list[str]:
@@ -294,25 +295,27 @@ def is_stream_report(report: dict[str, Any]) -> bool:
 
 def refresh_readme(results: Path, readme: Path) -> None:
     """Rewrite the table between the markers in ``readme`` from every result JSON."""
-    lines = [
-        "| benchmark | strategy | final micro | final macro | avg micro | avg macro | "
-        "forgetting | s/step | sentences/s | details |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    table = []
     for path in sorted(results.glob("*.json")):
         report = json.loads(path.read_text("utf-8"))
         if not is_stream_report(report):
             continue
         for r in rows(report):
             sps = "–" if r["sec_per_step"] is None else f"{r['sec_per_step']:.1f}"
-            lines.append(
-                f"| {report['benchmark']} | {r['strategy']} (s{r['seed']}) | "
-                f"{pct(r['final_micro'])} | {pct(r['final_macro'])} | {pct(r['avg_micro'])} | "
-                f"{pct(r['avg_macro'])} | {pct(r['forgetting'])} | {sps} | "
-                f"{'–' if r['sent_per_sec'] is None else format(r['sent_per_sec'], '.1f')} | "
-                f"[{path.stem}](results/{path.stem}.md) |"
+            table.append(
+                [
+                    report["benchmark"],
+                    f"{r['strategy']} (s{r['seed']})",
+                    *(pct(r[k]) for k in ("final_micro", "final_macro", "avg_micro", "avg_macro")),
+                    pct(r["forgetting"]),
+                    sps,
+                    "–" if r["sent_per_sec"] is None else format(r["sent_per_sec"], ".1f"),
+                    f"[{path.stem}](results/{path.stem}.md)",
+                ]
             )
-    lines += ["", "Heatmaps (step x type F1):", ""]
+    header = ["benchmark", "strategy", "final micro", "final macro", "avg micro", "avg macro"]
+    header += ["forgetting", "s/step", "sentences/s", "details"]
+    lines = [*markdown_table(header, table), "", "Heatmaps (step x type F1):", ""]
     for path in sorted(results.glob("*.json")):
         report = json.loads(path.read_text("utf-8"))
         for r in report["runs"] if is_stream_report(report) else []:

@@ -24,16 +24,13 @@ import yaml
 from benchmarks.run import ROOT, benchmark_config, run_one, save_result
 from benchmarks.specs import BENCHMARKS
 from diancang.config import set_dotted
+from diancang.evaluation.report import markdown_table
 from diancang.learn.version import run_states
 
 
 def sweep_table(report: dict[str, Any]) -> list[str]:
     """The Markdown table: one row per value (F1 in percent)."""
-    param = report["param"]
-    lines = [
-        f"| {param} | final micro | final macro | avg micro | avg macro | relabelled O words |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for row in report["rows"]:
         s = row["summary"]
         cells = [
@@ -41,8 +38,9 @@ def sweep_table(report: dict[str, Any]) -> list[str]:
             *(f"{100 * s[k][m]:.1f}" for k in ("final", "averaged") for m in ("micro", "macro")),
             ", ".join(str(n) for n in row.get("relabelled", [])) or "–",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        rows.append(cells)
+    header = [report["param"], "final micro", "final macro", "avg micro", "avg macro"]
+    return markdown_table([*header, "relabelled O words"], rows)
 
 
 def render(report: dict[str, Any]) -> str:

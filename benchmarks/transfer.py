@@ -24,6 +24,7 @@ from typing import Any
 from benchmarks.run import RESULTS, ROOT, new_report, page_header, run_one, save_result
 from benchmarks.specs import E5, TRAIN_PRETRAINED, merge
 from diancang.data.presets import default_data_dir
+from diancang.evaluation.report import markdown_table
 from diancang.learn.version import run_states
 
 #: The auxiliary datasets: a multitask ``aux_tasks`` entry each (``{data}``: the data folder).
@@ -158,11 +159,7 @@ def render(report: dict[str, Any]) -> str:
             else "## all 1,350 training sentences",
             "",
         ]
-        lines += [
-            "| arm | seeds | micro F1 | macro F1 | micro vs alone | s/step vs alone "
-            "| discriminator acc |",
-            "|---|---|---|---|---|---|---|",
-        ]
+        table = []
         for arm, rs in by.items():
             micro = [r["summary"]["final"]["micro"] for r in rs]
             gain = "–" if base is None else f"{100 * (statistics.mean(micro) - base):+.1f}"
@@ -173,12 +170,11 @@ def render(report: dict[str, Any]) -> str:
                 for r in rs
                 if r.get("discriminator_accuracy") is not None
             ]
-            lines.append(
-                f"| {arm} | {len(rs)} | {_stat(micro)} | "
-                f"{_stat([r['summary']['final']['macro'] for r in rs])} | {gain} | {cost} | "
-                f"{'–' if not acc else f'{statistics.mean(acc):.2f}'} |"
-            )
-        lines.append("")
+            macro = _stat([r["summary"]["final"]["macro"] for r in rs])
+            mean_acc = "–" if not acc else f"{statistics.mean(acc):.2f}"
+            table.append([arm, str(len(rs)), _stat(micro), macro, gain, cost, mean_acc])
+        header = ["arm", "seeds", "micro F1", "macro F1", "micro vs alone", "s/step vs alone"]
+        lines += [*markdown_table([*header, "discriminator acc"], table), ""]
     return "\n".join(lines)
 
 

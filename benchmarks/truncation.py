@@ -25,6 +25,7 @@ from typing import Any
 
 from benchmarks.run import RESULTS, ROOT, benchmark_config, run_one
 from benchmarks.summarize import replace_block
+from diancang.evaluation.report import markdown_table
 
 START, END = "<!-- truncation:start -->", "<!-- truncation:end -->"
 VARIANTS: list[tuple[str, int | None, str]] = [
@@ -37,11 +38,8 @@ VARIANTS: list[tuple[str, int | None, str]] = [
 def table(report: dict[str, Any], speeds: dict[str, float]) -> list[str]:
     """Markdown rows: dev micro/macro after every epoch, and the throughput of the variant."""
     n_epochs = max(len(r["epochs"]) for r in report["rows"])
-    head = " | ".join(f"dev macro, epoch {e + 1}" for e in range(n_epochs))
-    lines = [
-        f"| e5-small | {head} | test micro | test macro | train sentences/s |",
-        "|---" * (n_epochs + 4) + "|",
-    ]
+    head = [f"dev macro, epoch {e + 1}" for e in range(n_epochs)]
+    rows = []
     for r in report["rows"]:
         per_epoch = [f"{100 * e['dev_macro']:.1f}" for e in r["epochs"]]
         per_epoch += ["–"] * (n_epochs - len(per_epoch))
@@ -53,8 +51,9 @@ def table(report: dict[str, Any], speeds: dict[str, float]) -> list[str]:
             f"{100 * r['final']['macro']:.1f}",
             "–" if speed is None else f"{speed:.1f}",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        rows.append(cells)
+    header = ["e5-small", *head, "test micro", "test macro", "train sentences/s"]
+    return markdown_table(header, rows)
 
 
 def main(argv: list[str] | None = None) -> None:
