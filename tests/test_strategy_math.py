@@ -166,7 +166,33 @@ def test_bic_fit_moves_the_new_logits_below_the_old_ones():
     assert 0 < alpha * 3 + beta < 2  # between the O score of new words and the old score
 
 
-def test_bic_rescales_only_new_rows_from_the_second_step(tmp_path):
+def test_bic_ignore_leaves_the_old_sentences_o_words_out_of_the_fit():
+    from diancang.strategies.bic import fit_bias, fit_targets
+    from diancang.strategies.words import WordOutputs
+
+    # Labels O, B-A (old), B-B (new). Sentence 0 (an earlier step's) holds an A word and a word
+    # of the new type B read as O; sentence 1 (this step's) a B word and a plain O word.
+    labels = ["O", "B-A", "B-B"]
+    logits = torch.tensor([[0.0, 3.0, 1.0], [0.0, 0.0, 3.0], [0.0, 0.0, 3.0], [2.0, 0.0, 0.0]])
+    words = WordOutputs(
+        logits=logits,
+        features=torch.zeros(4, 1),
+        tags=["B-A", "O", "B-B", "O"],
+        where=[(0, 0), (0, 1), (1, 0), (1, 1)],
+    )
+    assert fit_targets(words, labels, 1, "keep").tolist() == [1, 0, 2, 0]
+    assert fit_targets(words, labels, 1, "ignore").tolist() == [1, -100, 2, 0]
+    new_score = {}
+    for old_o in ("keep", "ignore"):
+        alpha, beta = fit_bias(logits, fit_targets(words, labels, 1, old_o), [2], steps=300)
+        new_score[old_o] = alpha * 3.0 + beta
+    # keep: the same scores read as O and as B, so the fit halves B's lead over O (3 -> ~0.7);
+    # ignore: nothing contradicts B, and its words' score rises.
+    assert new_score["keep"] < 1.5 < 3.0 < new_score["ignore"]
+
+
+@pytest.mark.parametrize("old_o", ["keep", "ignore"])
+def test_bic_rescales_only_new_rows_from_the_second_step(tmp_path, old_o):
     from diancang.strategies.bic import BiC
 
     train = toy_sentences(20)
@@ -175,7 +201,7 @@ def test_bic_rescales_only_new_rows_from_the_second_step(tmp_path):
     step = SimpleNamespace(index=1, new_types=["PER"], dev=dev)
     config = SimpleNamespace(seed=1)
     held = [StoredSentence.of(s.keep_types(["LOC"])) for s in toy_sentences(14, seed=4)]
-    bic = BiC(BiC.Params(per_type=3))
+    bic = BiC(BiC.Params(per_type=3, old_o=old_o))
     first = SimpleNamespace(model=model, step=step, config=config, state=BiC.State())
     assert bic.final_weights(first) is None  # no held-out old types yet
     ctx = SimpleNamespace(model=model, step=step, config=config, state=BiC.State(held_out=held))

@@ -7,12 +7,16 @@ type kept from each step's *dev* split (with that step's labels). The correction
 the head (new rows: ``w * alpha``, ``b * alpha + beta``), so the saved model is an ordinary tagger.
 
 The held-out sentences of old steps carry only their own step's labels: a later type inside them
-reads as ``O`` (the protocol's unlabelled-entity problem, here on a few sentences).
+reads as ``O`` (the protocol's unlabelled-entity problem, here on a few sentences), and the fit
+then pulls the new logits down on exactly the words where they are right. ``old_o="ignore"``
+leaves the ``O`` words of the earlier steps' sentences out of the fit: it then sees their
+entities and every word of this step's own held-out sentences.
 """
 
 from __future__ import annotations
 
 import random
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,7 +30,20 @@ from diancang.strategies.base import (
     linear_head,
     strategies,
 )
-from diancang.strategies.words import word_outputs
+from diancang.strategies.words import WordOutputs, word_outputs
+
+
+def fit_targets(
+    words: WordOutputs, labels: list[str], n_old: int, old_o: Literal["keep", "ignore"]
+) -> torch.Tensor:
+    """(N,) gold label ids of the held-out words; with ``old_o="ignore"`` the ``O`` words of
+    the first ``n_old`` sentences (the earlier steps') are -100, left out of the fit."""
+    gold = words.label_ids(labels)
+    if old_o == "ignore":
+        pairs = zip(words.where, words.tags, strict=True)
+        old = torch.tensor([s < n_old and t == "O" for (s, _), t in pairs])
+        gold[old] = -100
+    return gold
 
 
 def fit_bias(
@@ -64,6 +81,11 @@ class BiC(Strategy):
         per_type: int = Field(10, ge=1, description="Held-out dev sentences kept per type.")
         steps: int = Field(200, ge=1, description="Adam steps fitting alpha and beta.")
         lr: float = Field(0.05, gt=0, description="Learning rate of that fit.")
+        old_o: Literal["keep", "ignore"] = Field(
+            "keep",
+            description="O words of the earlier steps' held-out sentences: 'keep' fits on them "
+            "(a later type inside reads as O), 'ignore' leaves them out of the fit.",
+        )
 
     params: Params
 
@@ -90,8 +112,8 @@ class BiC(Strategy):
         step_new = set(ctx.step.new_types)
         new_rows = [i for i, lab in enumerate(labels) if lab != "O" and lab[2:] in step_new]
         words = word_outputs(ctx.model, old + new)
-        logits, gold = words.logits, words.label_ids(labels)
-        alpha, beta = fit_bias(logits, gold, new_rows, self.params.steps, self.params.lr)
+        gold = fit_targets(words, labels, len(old), self.params.old_o)
+        alpha, beta = fit_bias(words.logits, gold, new_rows, self.params.steps, self.params.lr)
         head = linear_head(ctx.model, "bic")
         weight = head.weight.detach().clone()
         bias = head.bias.detach().clone()
