@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         for r in rows
     ]
     header = ["encoder", "variant", "sentences/s", "s/batch", "embedding rows", "params (M)"]
-    table = markdown_table([*header, "trainable (M)"], cells)
+    header += ["trainable (M)"]
+    table = markdown_table(header, cells)
     md = [
         f"# Encoder training throughput\n\n- command: `{report['command']}`",
         f"- date: {report['date']}; git commit: {report['git_commit']}",

@@ -100,13 +100,14 @@ def mentions_table(meta: dict[str, Any]) -> list[str]:
         old = str(sum(m["old"].values())) + (f" ({detail})" if detail else "")
         rows.append([str(k + 1), own, old, str(m["future"])])
     header = ["step", "own mentions (share of all)", "earlier types' mentions"]
+    header += ["later types' mentions"]
     return [
         "What each step's training sentences hold (hidden full annotation, for measurement "
         "only): mentions of its new types and their share of all their mentions (the rest are "
         "`O` in other steps' sentences), and mentions of earlier and later types, which the "
         "step sees as `O`:",
         "",
-        *markdown_table([*header, "later types' mentions"], rows),
+        *markdown_table(header, rows),
         "",
     ]
 

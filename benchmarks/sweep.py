@@ -40,7 +40,8 @@ def sweep_table(report: dict[str, Any]) -> list[str]:
         ]
         rows.append(cells)
     header = [report["param"], "final micro", "final macro", "avg micro", "avg macro"]
-    return markdown_table([*header, "relabelled O words"], rows)
+    header += ["relabelled O words"]
+    return markdown_table(header, rows)
 
 
 def render(report: dict[str, Any]) -> str:

@@ -131,6 +131,17 @@ def _stat(xs: list[float]) -> str:
     return f"{mean:.1f}" + (f" ± {100 * statistics.stdev(xs):.1f}" if len(xs) > 1 else "")
 
 
+HEADER = [
+    "arm",
+    "seeds",
+    "micro F1",
+    "macro F1",
+    "micro vs alone",
+    "s/step vs alone",
+    "discriminator acc",
+]
+
+
 def render(report: dict[str, Any]) -> str:
     """The Markdown page: per budget, one row per arm (mean ± sd over seeds)."""
     lines = page_header(
@@ -173,8 +184,7 @@ def render(report: dict[str, Any]) -> str:
             macro = _stat([r["summary"]["final"]["macro"] for r in rs])
             mean_acc = "–" if not acc else f"{statistics.mean(acc):.2f}"
             table.append([arm, str(len(rs)), _stat(micro), macro, gain, cost, mean_acc])
-        header = ["arm", "seeds", "micro F1", "macro F1", "micro vs alone", "s/step vs alone"]
-        lines += [*markdown_table([*header, "discriminator acc"], table), ""]
+        lines += [*markdown_table(HEADER, table), ""]
     return "\n".join(lines)
 
 
