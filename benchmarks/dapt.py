@@ -6,7 +6,8 @@ with e5-small as it ships, after ``diancang pretrain`` on (a) the training text 
 strategy (:data:`benchmarks.specs.BEST`) on CLUENER FG-2-PG-2 with and without ``adapt``. The
 fine-tuning budget is the same in every row of a dataset; pre-training's cost is reported
 beside it. Pre-trained encoders are kept under ``runs/bench/dapt/encoders``, runs in
-``results/dapt[-quick].json`` with the same config are kept, so a session can add rows.
+``results/dapt[-quick].json`` with the same config are kept (the JSON is written after every
+row, and a kept row does not pre-train its encoder again), so a session can add rows.
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ DATASETS: dict[str, dict[str, Any]] = {
     },
 }
 PRESET = {"weibo": "weibo_ner", "cluener": "cluener2020"}
+#: What a row reports of its encoder's pre-training (keys of ``pretrain.json``).
+PRETRAIN_COST = (
+    "seconds",
+    "updates",
+    "texts",
+    "pieces",
+    "heldout_loss_before",
+    "heldout_loss_after",
+)
 #: ``diancang pretrain`` settings shared by every encoder (``texts`` and budget added).
 PRETRAIN: dict[str, Any] = {
     "encoder": "e5-small",
@@ -71,9 +81,14 @@ def sources(corpus: str, dataset: str, data_dir: Path) -> list[dict[str, Any]]:
     ]
 
 
+def encoder_dir(corpus: str, dataset: str, quick: bool, work: Path) -> Path:
+    """Where the encoder pre-trained on ``corpus`` for ``dataset`` is written."""
+    return work / "encoders" / f"{dataset}-{corpus}{'-quick' if quick else ''}"
+
+
 def pretrained(corpus: str, dataset: str, data_dir: Path, quick: bool, work: Path) -> Path:
     """The encoder pre-trained on ``corpus`` for ``dataset`` (trained once, then kept)."""
-    out = work / "encoders" / f"{dataset}-{corpus}{'-quick' if quick else ''}"
+    out = encoder_dir(corpus, dataset, quick, work)
     budget = {"max_updates": 20, "heldout": 20} if quick else {"epochs": 2, "max_updates": 1500}
     cfg = {
         **PRETRAIN,
@@ -149,27 +164,19 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m benchmarks.dapt " + " ".join(shlex.quote(a) for a in argv_used)
     for row in chosen:
         strategy, config, first = table[row]
-        cost = None
-        if first is not None:
+        if first is not None:  # the config names the encoder's folder, trained or not yet
             corpus, dataset = first
-            encoder = pretrained(corpus, dataset, data_dir, args.quick, args.work)
-            report = json.loads((encoder / "pretrain.json").read_text("utf-8"))
-            cost = {
-                k: report[k]
-                for k in (
-                    "seconds",
-                    "updates",
-                    "texts",
-                    "pieces",
-                    "heldout_loss_before",
-                    "heldout_loss_after",
-                )
-            }
+            encoder = encoder_dir(corpus, dataset, args.quick, args.work)
             config = merge(config, {"model": {"encoder": str(encoder)}})
         kept = runs.get(row)
         if kept and kept["config"] == config and kept["seed"] == args.seed:
             print(f"[{label}] {row}: kept")
             continue
+        cost = None
+        if first is not None:
+            encoder = pretrained(corpus, dataset, data_dir, args.quick, args.work)
+            done = json.loads((encoder / "pretrain.json").read_text("utf-8"))
+            cost = {k: done[k] for k in PRETRAIN_COST}
         record = run_one(f"{label}-{row}", config, strategy, args.seed, args.work / row, False)
         runs[row] = {
             "row": row,
@@ -181,10 +188,10 @@ def main(argv: list[str] | None = None) -> None:
             "summary": record["summary"],
             "meta": record["meta"],
         }
-    report = new_report(label, [runs[r] for r in table if r in runs])
-    page = render(report)
-    save_result(label, report, page)
-    print(page)
+        # after every row: a session that ends mid-table keeps the rows it finished
+        report = new_report(label, [runs[r] for r in table if r in runs])
+        save_result(label, report, render(report))
+        print(render(report))
 
 
 def render(report: dict[str, Any]) -> str:

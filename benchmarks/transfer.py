@@ -6,9 +6,9 @@ segmentation) under each sharing mode of the ``multitask`` strategy; all of it a
 300-sentence annotation budget, where transfer should matter most. Every (arm, budget, seed) is
 its own ``diancang run`` (:func:`benchmarks.run.run_one`); runs already in
 ``results/transfer-weibo[-quick].json`` with the same run config are kept, so a session can add
-arms or seeds. Writes that JSON and its Markdown page (test micro and macro F1, mean and sd over
-seeds, the gain over Weibo alone, seconds a step against alone, and the adversarial
-discriminator's accuracy against chance).
+arms or seeds. Writes that JSON and its Markdown page after every run (test micro and macro
+F1, mean and sd over seeds, the gain over Weibo alone, seconds a step against alone, and the
+adversarial discriminator's accuracy against chance).
 """
 
 from __future__ import annotations
@@ -119,11 +119,11 @@ def main(argv: list[str] | None = None) -> None:
                     "meta": record["meta"],
                     "discriminator_accuracy": discriminator(run_dir),
                 }
-    ordered = sorted(runs.values(), key=lambda r: (r["budget"], r["arm"], r["seed"]))
-    report = new_report(label, ordered)
-    page = render(report)
-    save_result(label, report, page)
-    print(page)
+                # after every run: a session that ends mid-table keeps the runs it finished
+                ordered = sorted(runs.values(), key=lambda r: (r["budget"], r["arm"], r["seed"]))
+                report = new_report(label, ordered)
+                save_result(label, report, render(report))
+                print(render(report))
 
 
 def _stat(xs: list[float]) -> str:

@@ -447,3 +447,52 @@ def test_false_positive_table_counts_each_type_after_its_step_and_at_the_end():
     assert lines[5] == "| B | 2 | 1 | 0 | 0 | 1 | 0 | 0 | 1 |"
     assert lines[3].count("---") == 9
     assert false_positive_table(matrix, {}) == []
+
+
+def test_dapt_keeps_finished_rows_without_pretraining_and_saves_after_each_row(
+    tmp_path, monkeypatch
+):
+    import benchmarks.dapt as dapt
+    import benchmarks.run as run
+
+    monkeypatch.setattr(run, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(dapt, "RESULTS", tmp_path / "results")
+    work = tmp_path / "work"
+    table = dapt.rows(tmp_path, True, work)
+    kept_row = "weibo-joint-train"  # needs a pre-trained encoder; finished in an earlier session
+    _, cfg, _ = table[kept_row]
+    encoder = str(dapt.encoder_dir("train", "weibo", True, work))
+    cfg = dapt.merge(cfg, {"model": {"encoder": encoder}})
+    final = {"micro": 0.5, "macro": 0.4}
+    old = {
+        "row": kept_row,
+        "strategy": "finetune",
+        "seed": 1,
+        "config": cfg,
+        "command": "x",
+        "pretrain": None,
+        "summary": {"final": final},
+        "meta": {},
+    }
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "dapt-quick.json").write_text(json.dumps({"runs": [old]}), "utf-8")
+
+    def no_pretraining(*args):
+        raise AssertionError("a kept row must not pre-train its encoder")
+
+    ran = []
+
+    def fake_run(name, config, strategy, seed, out, restart):
+        ran.append(name)
+        if len(ran) == 2:
+            raise KeyboardInterrupt  # the session ends during the second new row
+        return {"summary": {"final": {"micro": 0.6, "macro": 0.5}}, "meta": {}}
+
+    monkeypatch.setattr(dapt, "pretrained", no_pretraining)
+    monkeypatch.setattr(dapt, "run_one", fake_run)
+    rows = f"{kept_row},weibo-joint-none,cluener-joint-none"
+    with pytest.raises(KeyboardInterrupt):
+        dapt.main(["--quick", "--rows", rows, "--data-dir", str(tmp_path), "--work", str(work)])
+    assert ran == ["dapt-quick-weibo-joint-none", "dapt-quick-cluener-joint-none"]
+    saved = json.loads((tmp_path / "results" / "dapt-quick.json").read_text("utf-8"))
+    assert [r["row"] for r in saved["runs"]] == ["weibo-joint-none", kept_row]
