@@ -3,7 +3,7 @@
 Each (strategy, seed) runs as its own ``diancang run`` process (so its peak memory is its own and
 a killed benchmark resumes where it stopped when the same command is run again). Writes
 ``benchmarks/results/<name>[-quick].json`` and ``.md``, a heatmap per strategy, and refreshes the
-table in ``benchmarks/README.md``.
+table in ``benchmarks/README.md``, after every run.
 
 A page grows over several commands (and sessions): the runs already in
 ``results/<label>.json`` (committed, or written by an earlier command) whose run config equals
@@ -190,6 +190,41 @@ def run_ceiling(
     return record
 
 
+def write_page(
+    label: str,
+    description: str,
+    command: str,
+    quick: bool,
+    config: dict[str, Any],
+    strategies: list[str],
+    done: dict[tuple[str, int], dict[str, Any]],
+) -> None:
+    """Write ``results/<label>.json`` and ``.md`` of the runs in ``done`` (kept and new; a new
+    run's heatmap is copied beside them) and refresh the table in ``benchmarks/README.md``."""
+    order = list(dict.fromkeys([s for s, _ in done] + strategies))
+    runs = sorted(done.values(), key=lambda r: (order.index(r["strategy"]), r["seed"]))
+    report = {
+        "benchmark": label,
+        "description": description,
+        "command": command,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": quick,
+        "config": config,
+        "strategies": order,
+        "seeds": sorted({r["seed"] for r in runs}),
+        "runs": runs,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        if "heatmap_src" in run:  # a run of this command (kept ones have their image)
+            target = RESULTS / f"{label}-{run['strategy']}-s{run['seed']}.png"
+            target.write_bytes(Path(run.pop("heatmap_src")).read_bytes())
+            run["heatmap"] = target.name
+    save_result(label, report, render_benchmark(report, fixed_sibling(RESULTS, report)))
+    refresh_readme(RESULTS, ROOT / "benchmarks" / "README.md")
+    print(f"wrote {RESULTS / (label + '.md')}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -238,30 +273,10 @@ def main(argv: list[str] | None = None) -> None:
                 else run_one(label, config, s, seed, work, args.restart)
             )
             done[(s, seed)] = {"command": command, **run}
-    order = list(dict.fromkeys([s for s, _ in done] + strategies))
-    runs = sorted(done.values(), key=lambda r: (order.index(r["strategy"]), r["seed"]))
-    strategies = order
-    seeds = sorted({r["seed"] for r in runs})
-    report = {
-        "benchmark": label,
-        "description": bench.description,
-        "command": command,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "quick": args.quick,
-        "config": config,
-        "strategies": strategies,
-        "seeds": seeds,
-        "runs": runs,
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for run in runs:
-        if "heatmap_src" in run:  # a run of this command (kept ones have their image)
-            target = RESULTS / f"{label}-{run['strategy']}-s{run['seed']}.png"
-            target.write_bytes(Path(run.pop("heatmap_src")).read_bytes())
-            run["heatmap"] = target.name
-    save_result(label, report, render_benchmark(report, fixed_sibling(RESULTS, report)))
-    refresh_readme(RESULTS, ROOT / "benchmarks" / "README.md")
-    print(f"wrote {RESULTS / (label + '.md')}")
+            # after every run: a session that ends mid-command keeps the runs it finished
+            write_page(label, bench.description, command, args.quick, config, strategies, done)
+    # once more at the end: a command whose runs were all kept re-renders its page
+    write_page(label, bench.description, command, args.quick, config, strategies, done)
 
 
 if __name__ == "__main__":

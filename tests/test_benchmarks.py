@@ -496,3 +496,32 @@ def test_dapt_keeps_finished_rows_without_pretraining_and_saves_after_each_row(
     assert ran == ["dapt-quick-weibo-joint-none", "dapt-quick-cluener-joint-none"]
     saved = json.loads((tmp_path / "results" / "dapt-quick.json").read_text("utf-8"))
     assert [r["row"] for r in saved["runs"]] == ["weibo-joint-none", kept_row]
+
+
+def test_a_benchmark_command_writes_its_page_after_every_run(tmp_path, monkeypatch):
+    import benchmarks.run as run
+
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
+    monkeypatch.setattr(run, "refresh_readme", lambda results, readme: None)
+    fake = report({"finetune": 0.2})["runs"][0]
+    ran = []
+
+    def fake_run(label, config, strategy, seed, work, restart):
+        ran.append(strategy)
+        if strategy == "cpfd":
+            raise KeyboardInterrupt  # the session ends during the second run
+        (tmp_path / "h.png").write_bytes(b"png")
+        return {**fake, "strategy": strategy, "heatmap_src": str(tmp_path / "h.png")}
+
+    monkeypatch.setattr(run, "run_one", fake_run)
+    argv = ["cluener-fg2pg2", "--quick", "--data-dir", str(tmp_path), "--work", str(tmp_path)]
+    with pytest.raises(KeyboardInterrupt):
+        run.main([*argv, "--strategies", "finetune,cpfd"])
+    saved = json.loads((tmp_path / "cluener-fg2pg2-quick.json").read_text("utf-8"))
+    assert [r["strategy"] for r in saved["runs"]] == ["finetune"]
+    assert (tmp_path / "cluener-fg2pg2-quick-finetune-s1.png").read_bytes() == b"png"
+    # the same command again keeps the finished run and runs only the other
+    ran.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run.main([*argv, "--strategies", "finetune,cpfd"])
+    assert ran == ["cpfd"]
