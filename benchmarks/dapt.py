@@ -190,8 +190,9 @@ def main(argv: list[str] | None = None) -> None:
         }
         # after every row: a session that ends mid-table keeps the rows it finished
         report = new_report(label, [runs[r] for r in table if r in runs])
-        save_result(label, report, render(report))
-        print(render(report))
+        page = render(report)
+        save_result(label, report, page)
+        print(page)
 
 
 def render(report: dict[str, Any]) -> str:

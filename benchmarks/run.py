@@ -262,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     argv_used = argv if argv is not None else sys.argv[1:]
     command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in argv_used)
     done = {} if args.restart else committed_runs(RESULTS, label, config)
+    ran = False
     for s in strategies:
         for seed in seeds:
             if (s, seed) in done:
@@ -273,10 +274,11 @@ def main(argv: list[str] | None = None) -> None:
                 else run_one(label, config, s, seed, work, args.restart)
             )
             done[(s, seed)] = {"command": command, **run}
+            ran = True
             # after every run: a session that ends mid-command keeps the runs it finished
             write_page(label, bench.description, command, args.quick, config, strategies, done)
-    # once more at the end: a command whose runs were all kept re-renders its page
-    write_page(label, bench.description, command, args.quick, config, strategies, done)
+    if not ran:  # every run was kept: the page is re-rendered
+        write_page(label, bench.description, command, args.quick, config, strategies, done)
 
 
 if __name__ == "__main__":

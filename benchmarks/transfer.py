@@ -122,8 +122,9 @@ def main(argv: list[str] | None = None) -> None:
                 # after every run: a session that ends mid-table keeps the runs it finished
                 ordered = sorted(runs.values(), key=lambda r: (r["budget"], r["arm"], r["seed"]))
                 report = new_report(label, ordered)
-                save_result(label, report, render(report))
-                print(render(report))
+                page = render(report)
+                save_result(label, report, page)
+                print(page)
 
 
 def _stat(xs: list[float]) -> str:
