@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.specs import BENCHMARKS, COMPARED, LEGACY, merge
+from benchmarks.specs import BENCHMARKS, COMPARED, LEGACY, merge, stated
 from benchmarks.summarize import fixed_sibling, refresh_readme, render_benchmark
 from diancang.config import parse_overrides, set_dotted
 from diancang.data.presets import default_data_dir
@@ -118,7 +118,7 @@ def committed_runs(
         key = (run["strategy"], run["seed"])
         then = merge(LEGACY, old["config"])  # settings added since took their legacy value
         same = arm_config(then, label, *key, Path(".")) == arm_config(
-            config, label, *key, Path(".")
+            stated(config), label, *key, Path(".")
         )
         if same:
             kept[key] = {"command": old["command"], **run}
@@ -209,7 +209,7 @@ def write_page(
         "command": command,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": quick,
-        "config": config,
+        "config": stated(config),
         "strategies": order,
         "seeds": sorted({r["seed"] for r in runs}),
         "runs": runs,

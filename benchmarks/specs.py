@@ -51,6 +51,19 @@ E5 = {
 #: that lacks one ran with this value (``benchmarks.run.committed_runs`` fills it in).
 LEGACY: dict[str, Any] = {"model": {"latin_words": False}}
 
+
+def stated(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with every ``LEGACY`` setting it leaves out set to today's default, as a run
+    of it reads them: the config a page records, so that a page lacking one is a legacy page."""
+    from diancang.config import RunConfig
+
+    now: dict[str, Any] = {}
+    for section, keys in LEGACY.items():
+        fields = RunConfig.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
+        now[section] = {k: fields[k].default for k in keys}
+    return merge(now, config)
+
+
 #: lr 2e-4 beat 5e-5 by 5 macro-F1 points on quick joint CLUENER (results/truncation.md and
 #: results/joint-cluener-quick-keep6*.md); 2 epochs a step keep a full run within an hour.
 TRAIN_PRETRAINED = {"epochs": 2, "batch_size": 32, "lr": 2e-4, "head_lr": 1e-3}

@@ -389,6 +389,24 @@ def test_confusion_lines_name_the_largest_confusions_and_when_they_began():
     assert confusion_lines({}) == []
 
 
+def test_a_page_of_a_spec_that_leaves_out_a_legacy_setting_keeps_its_runs(tmp_path):
+    """conll03's spec does not state ``model.latin_words``: its page records today's default,
+    so the next command keeps its runs, while a page from before the setting does not."""
+    from benchmarks.run import benchmark_config, committed_runs
+    from benchmarks.specs import stated
+
+    cfg = benchmark_config("conll03-fg1pg1", False, tmp_path, ["train.patience=2"])
+    assert "latin_words" not in cfg["model"]
+    assert stated(cfg)["model"]["latin_words"] is True
+    page = report({"finetune": 0.1, "joint": 0.8})
+    page.update(command="python -m benchmarks.run first", config=stated(cfg))
+    (tmp_path / "x.json").write_text(json.dumps(page), "utf-8")
+    assert set(committed_runs(tmp_path, "x", cfg)) == {("finetune", 1), ("joint", 1)}
+    page.update(config=cfg)  # written before latin_words existed: it read one char a token
+    (tmp_path / "x.json").write_text(json.dumps(page), "utf-8")
+    assert committed_runs(tmp_path, "x", cfg) == {}
+
+
 def test_a_page_keeps_its_committed_runs_of_the_same_config(tmp_path):
     from benchmarks.run import benchmark_config, committed_runs
 
