@@ -7,7 +7,7 @@ segmentation) under each sharing mode of the ``multitask`` strategy; all of it a
 its own ``diancang run`` (:func:`benchmarks.run.run_one`); runs already in
 ``results/transfer-weibo[-quick].json`` with the same run config are kept, so a session can add
 arms or seeds. Writes that JSON and its Markdown page after every run (test micro and macro
-F1, mean and sd over seeds, the gain over Weibo alone, seconds a step against alone, and the
+F1, mean and sd over seeds, the gain over Weibo alone, seconds an epoch against alone, and the
 adversarial discriminator's accuracy against chance).
 """
 
@@ -63,7 +63,10 @@ def arms(data_dir: Path, quick: bool) -> dict[str, tuple[str, dict[str, Any]]]:
         entry: dict[str, Any] = {k: str(v).format(data=data_dir) for k, v in task.items()}
         entry = {"name": aux, **entry, "max_sentences": 300 if quick else 5000}
         for mode in MODES:
-            params = {"sharing": mode, "aux_tasks": [entry]}
+            # subsample: each epoch at most as many auxiliary batches as main ones, a fresh
+            # subset every epoch (the seed article's scheme); proportional would make an epoch
+            # at 300 Weibo sentences ~17 times as long as alone's.
+            params = {"sharing": mode, "sampling": "subsample", "aux_tasks": [entry]}
             out[f"{aux}-{mode}"] = ("multitask", {"strategy_params": {"multitask": params}})
     return out
 
@@ -132,13 +135,20 @@ def _stat(xs: list[float]) -> str:
     return f"{mean:.1f}" + (f" ± {100 * statistics.stdev(xs):.1f}" if len(xs) > 1 else "")
 
 
+def _epoch_seconds(run: dict[str, Any]) -> float:
+    """Training seconds per epoch of the main task (early stopping makes totals unequal)."""
+    meta = run["meta"]
+    epochs = sum(len(step) for step in meta["dev_per_epoch"]) or 1
+    return float(sum(meta["train_seconds_per_step"])) / epochs
+
+
 HEADER = [
     "arm",
     "seeds",
     "micro F1",
     "macro F1",
     "micro vs alone",
-    "s/step vs alone",
+    "s/epoch vs alone",
     "discriminator acc",
 ]
 
@@ -160,11 +170,7 @@ def render(report: dict[str, Any]) -> str:
             by.setdefault(r["arm"], []).append(r)
         alone = by.get("alone", [])
         base = statistics.mean(r["summary"]["final"]["micro"] for r in alone) if alone else None
-        base_s = (
-            statistics.mean(sum(r["meta"]["train_seconds_per_step"]) for r in alone)
-            if alone
-            else None
-        )
+        base_s = statistics.mean(_epoch_seconds(r) for r in alone) if alone else None
         lines += [
             f"## {budget} training sentences"
             if budget != "full"
@@ -175,7 +181,7 @@ def render(report: dict[str, Any]) -> str:
         for arm, rs in by.items():
             micro = [r["summary"]["final"]["micro"] for r in rs]
             gain = "–" if base is None else f"{100 * (statistics.mean(micro) - base):+.1f}"
-            secs = statistics.mean(sum(r["meta"]["train_seconds_per_step"]) for r in rs)
+            secs = statistics.mean(_epoch_seconds(r) for r in rs)
             cost = "–" if not base_s else f"{secs / base_s:.2f}"
             acc = [
                 r["discriminator_accuracy"]
