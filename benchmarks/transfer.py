@@ -8,7 +8,7 @@ its own ``diancang run`` (:func:`benchmarks.run.run_one`); runs already in
 ``results/transfer-weibo[-quick].json`` with the same run config are kept, so a session can add
 arms or seeds. Writes that JSON and its Markdown page after every run (test micro and macro
 F1, mean and sd over seeds, the gain over Weibo alone, seconds an epoch against alone, and the
-adversarial discriminator's accuracy against chance).
+adversarial discriminator's balanced accuracy over its last epoch against chance).
 """
 
 from __future__ import annotations
@@ -72,9 +72,10 @@ def arms(data_dir: Path, quick: bool) -> dict[str, tuple[str, dict[str, Any]]]:
 
 
 def discriminator(run_dir: Path) -> float | None:
-    """The adversarial discriminator's accuracy in the run's last step (None without one)."""
+    """The adversarial discriminator's balanced accuracy over the last epoch of the run's last
+    step (None without one)."""
     history = run_states(run_dir).get("multitask", {}).get("history") or [{}]
-    value = history[-1].get("discriminator_accuracy")
+    value = history[-1].get("discriminator_balanced_last_epoch")
     return None if value is None else float(value)
 
 
@@ -149,7 +150,7 @@ HEADER = [
     "macro F1",
     "micro vs alone",
     "s/epoch vs alone",
-    "discriminator acc",
+    "discriminator (balanced, last epoch)",
 ]
 
 
@@ -159,7 +160,8 @@ def render(report: dict[str, Any]) -> str:
         report,
         "transfer to Weibo NER",
         "Weibo NER, 8 types in one step, e5-small (6 layers, 192 sub-tokens), test F1 in %; "
-        "discriminator accuracy against chance 0.5 (two tasks)",
+        "the discriminator's balanced accuracy (mean recall per task) over the last epoch "
+        "against chance 0.5 (two tasks)",
     )
     for budget in BUDGETS:
         rows = [r for r in report["runs"] if r["budget"] == budget]

@@ -74,3 +74,12 @@ def test_the_schedule_draws_tasks_in_the_asked_proportions(sampling):
             assert len(seen) == len(set(seen))
     assert picks != sorted(picks)  # shuffled
     assert schedule(batches, sampling, seed=3) == picks  # seeded
+
+
+def test_balanced_accuracy_averages_per_task_recall_over_seen_tasks():
+    from diancang.strategies.multitask import balanced
+
+    # 3 of 4 main sentences right, 0 of 2 auxiliary: plain accuracy 0.5, balanced 0.375
+    counts = torch.tensor([[3.0, 4.0], [0.0, 2.0], [0.0, 0.0]])  # the third task never drawn
+    assert balanced(counts) == pytest.approx(0.375)
+    assert balanced(torch.zeros(2, 2)) == 0.0

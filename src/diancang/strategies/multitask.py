@@ -6,7 +6,9 @@ task's by ``sampling`` (:mod:`diancang.multitask.sampler`) and its loss, times i
 is added to the main batch it rides with. ``sharing: adversarial`` adds a task discriminator on
 the max-pooled shared features behind a gradient-reversal layer (weight ``adversarial_weight``):
 the discriminator learns to tell the tasks apart, the encoder learns to make that impossible;
-its accuracy and loss are logged and kept in the step's report (near chance when it works).
+its accuracy and loss are logged and kept in the step's report, with its balanced accuracy over
+the step's last epoch (the mean of its per-task recalls: chance is 1 / tasks whatever the mix of
+sentences, and a discriminator the encoder has beaten sits near it).
 ``sharing: asymmetric`` gives the first auxiliary task a BiLSTM tower that the main task's
 features also read (:class:`diancang.model.features.SideTower`): that tower is part of the
 tagger, saved and served with it, and the main loss trains it too.
@@ -184,7 +186,8 @@ class MultiTask(Strategy):
             "%s: %s", self.name, ", ".join(f"{k} {len(v)} sentences" for k, v in tasks.items())
         )
         return {"heads": heads, "tasks": tasks, "labels": labels, "sizes": sizes, "plan": [],
-                "seen": 0, "stats": {"disc_right": 0, "disc_n": 0, "disc_loss": 0.0}}  # fmt: skip
+                "seen": 0, "stats": {"disc_right": 0, "disc_n": 0, "disc_loss": 0.0},
+                "epoch_counts": torch.zeros(len(tasks) + 1, 2)}  # fmt: skip
 
     def texts(self, seed: int, lang: str, latin_words: bool) -> list[list[str]]:
         """The auxiliary tasks' sentences (vocabulary trimming keeps their pieces)."""
@@ -225,6 +228,7 @@ class MultiTask(Strategy):
         if not w["plan"]:
             main = -(-len(ctx.step.train) // ctx.config.train.batch_size)
             w["plan"] = self._plan(ctx, max(1, main))
+            w["epoch_counts"].zero_()  # per task: [right, seen] in this epoch
         rides = w["plan"].pop(0)
         w["seen"] += 1
         model, heads = ctx.model, w["heads"]
@@ -264,6 +268,10 @@ class MultiTask(Strategy):
             stats["disc_right"] += int((scores.argmax(-1) == tasks).sum())
             stats["disc_n"] += len(tasks)
             stats["disc_loss"] += loss.item() * len(tasks)
+            right = (scores.argmax(-1) == tasks).float().cpu()
+            counts = w["epoch_counts"]
+            counts[:, 0].index_add_(0, tasks.cpu(), right)
+            counts[:, 1].index_add_(0, tasks.cpu(), torch.ones_like(right))
         return terms
 
     @staticmethod
@@ -289,10 +297,13 @@ class MultiTask(Strategy):
             report["discriminator_accuracy"] = round(stats["disc_right"] / stats["disc_n"], 4)
             report["discriminator_loss"] = round(stats["disc_loss"] / stats["disc_n"], 4)
             report["chance"] = round(1 / (len(w["tasks"]) + 1), 4)
+            report["discriminator_balanced_last_epoch"] = round(balanced(w["epoch_counts"]), 4)
             logger.info(
-                "%s: discriminator accuracy %.1f%% (chance %.1f%%), loss %.3f",
+                "%s: discriminator accuracy %.1f%%, balanced over the last epoch %.1f%% "
+                "(chance %.1f%%), loss %.3f",
                 self.name,
                 100 * report["discriminator_accuracy"],
+                100 * report["discriminator_balanced_last_epoch"],
                 100 * report["chance"],
                 report["discriminator_loss"],
             )
@@ -311,3 +322,10 @@ class MultiTask(Strategy):
 def _max_pool(feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Max over the real words: (B, W, H), (B, W) -> (B, H)."""
     return feats.masked_fill(~mask.unsqueeze(-1), -1e4).max(1).values
+
+
+def balanced(counts: torch.Tensor) -> float:
+    """Balanced accuracy from per-class ``[right, seen]`` rows (T, 2): the mean recall over the
+    classes that were seen."""
+    seen = counts[:, 1] > 0
+    return float((counts[seen, 0] / counts[seen, 1]).mean()) if bool(seen.any()) else 0.0
