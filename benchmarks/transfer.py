@@ -126,9 +126,50 @@ def main(argv: list[str] | None = None) -> None:
                 # after every run: a session that ends mid-table keeps the runs it finished
                 ordered = sorted(runs.values(), key=lambda r: (r["budget"], r["arm"], r["seed"]))
                 report = new_report(label, ordered)
-                page = render(report)
+                plot(report, RESULTS / f"{label}.png")
+                page = render(report) + f"\n![micro F1 by arm]({label}.png)\n"
                 save_result(label, report, page)
                 print(page)
+
+
+def by_arm(report: dict[str, Any], budget: str) -> dict[str, list[dict[str, Any]]]:
+    """The runs of one budget, grouped by arm (in the report's order)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in report["runs"]:
+        if r["budget"] == budget:
+            out.setdefault(r["arm"], []).append(r)
+    return out
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Test micro F1 by arm (mean, sd bars over seeds, seeds as dots), a panel per budget,
+    Weibo alone as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = [b for b in BUDGETS if by_arm(report, b)]
+    if not budgets:
+        return
+    fig, axes = plt.subplots(1, len(budgets), figsize=(5.5 * len(budgets), 3.6), squeeze=False)
+    for ax, budget in zip(axes[0], budgets, strict=True):
+        groups = by_arm(report, budget)
+        names = list(groups)
+        micro = [[100 * r["summary"]["final"]["micro"] for r in groups[n]] for n in names]
+        means = [statistics.mean(m) for m in micro]
+        sds = [statistics.stdev(m) if len(m) > 1 else 0.0 for m in micro]
+        ax.bar(range(len(names)), means, yerr=sds, color="#8fb3d9", capsize=3)
+        for i, m in enumerate(micro):
+            ax.plot([i] * len(m), m, "k.", ms=4)
+        if "alone" in groups:
+            ax.axhline(means[names.index("alone")], color="grey", ls="--", lw=1)
+        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel("test micro F1 (%)")
+        ax.set_title("all 1,350 sentences" if budget == "full" else f"{budget} sentences")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _stat(xs: list[float]) -> str:
@@ -164,12 +205,9 @@ def render(report: dict[str, Any]) -> str:
         "against chance 0.5 (two tasks)",
     )
     for budget in BUDGETS:
-        rows = [r for r in report["runs"] if r["budget"] == budget]
-        if not rows:
+        by = by_arm(report, budget)
+        if not by:
             continue
-        by: dict[str, list[dict[str, Any]]] = {}
-        for r in rows:
-            by.setdefault(r["arm"], []).append(r)
         alone = by.get("alone", [])
         base = statistics.mean(r["summary"]["final"]["micro"] for r in alone) if alone else None
         base_s = statistics.mean(_epoch_seconds(r) for r in alone) if alone else None

@@ -543,3 +543,31 @@ def test_a_benchmark_command_writes_its_page_after_every_run(tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         run.main([*argv, "--strategies", "finetune,cpfd"])
     assert ran == ["cpfd"]
+
+
+def test_transfer_page_gives_the_gain_over_alone_the_cost_per_epoch_and_a_plot(tmp_path):
+    import benchmarks.transfer as transfer
+
+    def run(arm: str, seed: int, micro: float, seconds: float, epochs: int) -> dict:
+        return {
+            "arm": arm,
+            "budget": "300",
+            "seed": seed,
+            "command": "python -m benchmarks.transfer",
+            "summary": {"final": {"micro": micro, "macro": micro / 2}},
+            "meta": {"train_seconds_per_step": [seconds], "dev_per_epoch": [[{}] * epochs]},
+            "discriminator_accuracy": 0.55 if arm.endswith("adversarial") else None,
+        }
+
+    runs = [
+        run("alone", 1, 0.30, 300.0, 30),  # 10 s an epoch
+        run("alone", 2, 0.34, 200.0, 20),
+        run("cws-adversarial", 1, 0.40, 300.0, 20),  # 15 s an epoch: 1.5 x alone
+    ]
+    report = {"benchmark": "transfer-weibo", "date": "d", "git_commit": "c", "runs": runs}
+    page = transfer.render(report)
+    assert "| alone | 2 | 32.0 ± 2.8 | 16.0 ± 1.4 | +0.0 | 1.00 | – |" in page
+    assert "| cws-adversarial | 1 | 40.0 | 20.0 | +8.0 | 1.50 | 0.55 |" in page
+    assert "1,350" not in page  # no run at the full budget: no section
+    transfer.plot(report, tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 1000
