@@ -268,3 +268,18 @@ def test_step_mentions_counts_the_hidden_annotation_of_each_steps_sentences():
     }
     assert 0 < table[1]["share"]["PER"] <= 1
     assert table[1]["share"]["PER"] == table[1]["own"]["PER"] / total["PER"]
+
+
+def test_a_training_subsample_keeps_every_type_and_its_size():
+    from diancang.pipeline import cover_types
+
+    # 40 plain sentences, 20 with a, 1 with rare b: a sample of 10 is likely to miss b
+    data = [sent() for _ in range(40)] + [sent("a") for _ in range(20)] + [sent("b")]
+    for seed in range(20):
+        rng = random.Random(seed)
+        keep = set(rng.sample(range(len(data)), 10))
+        covered = cover_types(data, set(keep), rng)
+        labels = Counter(sp.label for i in covered for sp in data[i].spans)
+        assert set(labels) == {"a", "b"} and len(covered) == 10
+        if 60 in keep and any(data[i].spans for i in keep - {60}):
+            assert covered == keep  # nothing missing: the sample is left as it was

@@ -53,7 +53,10 @@ class DataConfig(_Section):
     lang: Literal["zh", "en"] = Field("zh", description="Language when preset is null.")
     strict: bool = Field(False, description="Raise on the first data defect instead of warning.")
     max_train: int | None = Field(
-        None, ge=1, description="Keep at most this many training sentences (seeded subsample)."
+        None,
+        ge=1,
+        description="Keep at most this many training sentences (a seeded subsample that keeps "
+        "a mention of every type).",
     )
     max_dev: int | None = Field(None, ge=1, description="Keep at most this many dev sentences.")
     max_test: int | None = Field(None, ge=1, description="Keep at most this many test sentences.")

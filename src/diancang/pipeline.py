@@ -87,20 +87,52 @@ def as_model_reads(splits: DatasetSplits, latin_words: bool) -> DatasetSplits:
 
 
 def subsample(splits: DatasetSplits, config: RunConfig) -> DatasetSplits:
-    """Apply ``data.max_train/max_dev/max_test`` (a seeded, order-keeping subsample)."""
+    """Apply ``data.max_train/max_dev/max_test`` (a seeded, order-keeping subsample; the
+    training one keeps a mention of every type the full training set has)."""
     import random
 
     def cut(data: list[Sentence], n: int | None, salt: int) -> list[Sentence]:
         if n is None or n >= len(data):
             return data
-        keep = sorted(random.Random(config.seed * 1000 + salt).sample(range(len(data)), n))
-        return [data[i] for i in keep]
+        rng = random.Random(config.seed * 1000 + salt)
+        keep = set(rng.sample(range(len(data)), n))
+        if salt == 1:
+            keep = cover_types(data, keep, rng)
+        return [data[i] for i in sorted(keep)]
 
     dc = config.data
     splits.train = cut(splits.train, dc.max_train, 1)
     splits.dev = cut(splits.dev, dc.max_dev, 2)
     splits.test = cut(splits.test, dc.max_test, 3)
     return splits
+
+
+def cover_types(data: list[Sentence], keep: set[int], rng: Any) -> set[int]:
+    """Swap into a subsample ``keep`` (indices of ``data``) a random sentence of every type it
+    lacks, each in place of a kept sentence whose types all have other mentions kept (so the
+    subsample's size stays, and a stream over the full data's types still fits)."""
+    from collections import Counter
+
+    def labels(i: int) -> Counter[str]:
+        return Counter(sp.label for sp in data[i].spans)
+
+    counts: Counter[str] = Counter()
+    for i in keep:
+        counts += labels(i)
+    missing = sorted({sp.label for s in data for sp in s.spans} - set(counts))
+    for label in missing:
+        holders = [i for i, s in enumerate(data) if any(sp.label == label for sp in s.spans)]
+        add = rng.choice(holders)
+        spare = [i for i in sorted(keep) if all(counts[t] > c for t, c in labels(i).items())]
+        if spare:
+            drop = rng.choice(spare)
+            keep.discard(drop)
+            counts -= labels(drop)
+        keep.add(add)
+        counts += labels(add)
+    if missing:
+        logger.info("max_train: swapped in sentences of %s, absent from the subsample", missing)
+    return keep
 
 
 def make_stream(config: RunConfig, splits: DatasetSplits) -> TaskStream:
