@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,25 +90,24 @@ def as_model_reads(splits: DatasetSplits, latin_words: bool) -> DatasetSplits:
 def subsample(splits: DatasetSplits, config: RunConfig) -> DatasetSplits:
     """Apply ``data.max_train/max_dev/max_test`` (a seeded, order-keeping subsample; the
     training one keeps a mention of every type the full training set has)."""
-    import random
 
-    def cut(data: list[Sentence], n: int | None, salt: int) -> list[Sentence]:
+    def cut(data: list[Sentence], n: int | None, salt: int, cover: bool = False) -> list[Sentence]:
         if n is None or n >= len(data):
             return data
         rng = random.Random(config.seed * 1000 + salt)
         keep = set(rng.sample(range(len(data)), n))
-        if salt == 1:
+        if cover:
             keep = cover_types(data, keep, rng)
         return [data[i] for i in sorted(keep)]
 
     dc = config.data
-    splits.train = cut(splits.train, dc.max_train, 1)
+    splits.train = cut(splits.train, dc.max_train, 1, cover=True)
     splits.dev = cut(splits.dev, dc.max_dev, 2)
     splits.test = cut(splits.test, dc.max_test, 3)
     return splits
 
 
-def cover_types(data: list[Sentence], keep: set[int], rng: Any) -> set[int]:
+def cover_types(data: list[Sentence], keep: set[int], rng: random.Random) -> set[int]:
     """Swap into a subsample ``keep`` (indices of ``data``) a random sentence of every type it
     lacks, each in place of a kept sentence whose types all have other mentions kept (so the
     subsample's size stays, and a stream over the full data's types still fits)."""

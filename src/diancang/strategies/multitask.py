@@ -265,10 +265,10 @@ class MultiTask(Strategy):
             loss = F.cross_entropy(scores, tasks)
             terms["adversarial"] = p.adversarial_weight * loss
             stats = w["stats"]
-            stats["disc_right"] += int((scores.argmax(-1) == tasks).sum())
+            right = (scores.argmax(-1) == tasks).float().cpu()
+            stats["disc_right"] += int(right.sum())
             stats["disc_n"] += len(tasks)
             stats["disc_loss"] += loss.item() * len(tasks)
-            right = (scores.argmax(-1) == tasks).float().cpu()
             counts = w["epoch_counts"]
             counts[:, 0].index_add_(0, tasks.cpu(), right)
             counts[:, 1].index_add_(0, tasks.cpu(), torch.ones_like(right))
