@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import platform
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from diancang.stream import (
     check_assignment,
     save_stream,
     step_mentions,
+    type_counts,
 )
 
 logger = logging.getLogger("diancang")
@@ -111,15 +113,12 @@ def cover_types(data: list[Sentence], keep: set[int], rng: random.Random) -> set
     """Swap into a subsample ``keep`` (indices of ``data``) a random sentence of every type it
     lacks, each in place of a kept sentence whose types all have other mentions kept (so the
     subsample's size stays, and a stream over the full data's types still fits)."""
-    from collections import Counter
 
     def labels(i: int) -> Counter[str]:
-        return Counter(sp.label for sp in data[i].spans)
+        return type_counts([data[i]])
 
-    counts: Counter[str] = Counter()
-    for i in keep:
-        counts += labels(i)
-    missing = sorted({sp.label for s in data for sp in s.spans} - set(counts))
+    counts = type_counts([data[i] for i in keep])
+    missing = sorted(set(type_counts(data)) - set(counts))
     for label in missing:
         holders = [i for i, s in enumerate(data) if any(sp.label == label for sp in s.spans)]
         add = rng.choice(holders)
