@@ -67,6 +67,10 @@ def arms(data_dir: Path, quick: bool) -> dict[str, tuple[str, dict[str, Any]]]:
             # subset every epoch (the seed article's scheme); proportional would make an epoch
             # at 300 Weibo sentences ~17 times as long as alone's.
             params = {"sharing": mode, "sampling": "subsample", "aux_tasks": [entry]}
+            if mode == "adversarial":
+                # explicit, so that runs of multitask@1 (the discriminator learning at
+                # adversarial_weight) are not kept as this arm's
+                params["discriminator_weight"] = 1.0
             out[f"{aux}-{mode}"] = ("multitask", {"strategy_params": {"multitask": params}})
     return out
 
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
                     "command": command,
                     "summary": record["summary"],
                     "meta": record["meta"],
-                    "discriminator_accuracy": discriminator(run_dir),
+                    "discriminator_balanced": discriminator(run_dir),
                 }
                 # after every run: a session that ends mid-table keeps the runs it finished
                 ordered = sorted(runs.values(), key=lambda r: (r["budget"], r["arm"], r["seed"]))
@@ -224,9 +228,9 @@ def render(report: dict[str, Any]) -> str:
             secs = statistics.mean(_epoch_seconds(r) for r in rs)
             cost = "–" if not base_s else f"{secs / base_s:.2f}"
             acc = [
-                r["discriminator_accuracy"]
+                r["discriminator_balanced"]
                 for r in rs
-                if r.get("discriminator_accuracy") is not None
+                if r.get("discriminator_balanced") is not None
             ]
             macro = _stat([r["summary"]["final"]["macro"] for r in rs])
             mean_acc = "–" if not acc else f"{statistics.mean(acc):.2f}"

@@ -556,7 +556,7 @@ def test_transfer_page_gives_the_gain_over_alone_the_cost_per_epoch_and_a_plot(t
             "command": "python -m benchmarks.transfer",
             "summary": {"final": {"micro": micro, "macro": micro / 2}},
             "meta": {"train_seconds_per_step": [seconds], "dev_per_epoch": [[{}] * epochs]},
-            "discriminator_accuracy": 0.55 if arm.endswith("adversarial") else None,
+            "discriminator_balanced": 0.55 if arm.endswith("adversarial") else None,
         }
 
     runs = [

@@ -31,6 +31,32 @@ def test_gradient_reversal_is_identity_forward_and_reverses_and_scales_exactly()
     assert w.grad.item() == pytest.approx(-float(x.detach().sum()))
 
 
+def _adversarial_grads(adversarial: float, discriminator: float):
+    from diancang.strategies.multitask import MultiTask, adversarial_loss
+
+    torch.manual_seed(0)
+    disc = torch.nn.Linear(3, 2)
+    feats = torch.randn(4, 3, requires_grad=True)
+    params = MultiTask.Params(adversarial_weight=adversarial, discriminator_weight=discriminator)
+    term, scores, loss = adversarial_loss(disc, feats, torch.tensor([0, 1, 1, 0]), params)
+    term.backward()
+    assert scores.shape == (4, 2) and term.item() == pytest.approx(discriminator * loss.item())
+    return feats.grad, disc.weight.grad
+
+
+def test_the_discriminator_learns_at_its_own_weight_and_the_encoder_at_minus_lambda():
+    feats_slow, disc_slow = _adversarial_grads(0.05, 0.05)  # multitask@1's coupling
+    feats_fast, disc_fast = _adversarial_grads(0.05, 1.0)
+    assert torch.allclose(feats_fast, feats_slow)  # the features get -0.05 x either way
+    assert torch.allclose(disc_fast, 20 * disc_slow)
+    # and the features' gradient is exactly minus lambda times the plain loss's
+    torch.manual_seed(0)
+    disc = torch.nn.Linear(3, 2)
+    feats = torch.randn(4, 3, requires_grad=True)
+    torch.nn.functional.cross_entropy(disc(feats), torch.tensor([0, 1, 1, 0])).backward()
+    assert torch.allclose(feats_fast, -0.05 * feats.grad)
+
+
 def test_words_and_bmes_tags_round_trip():
     words = ["扬帆", "远东", "做", "与", "中国", "合作", "的", "先行者", "。"]
     s = from_words(words)

@@ -4,8 +4,9 @@ Every auxiliary task (``aux_tasks``) has its own head (and, with ``private_lstm`
 BiLSTM tower) on the shared encoder's word features; its batches are drawn beside the main
 task's by ``sampling`` (:mod:`diancang.multitask.sampler`) and its loss, times its ``weight``,
 is added to the main batch it rides with. ``sharing: adversarial`` adds a task discriminator on
-the max-pooled shared features behind a gradient-reversal layer (weight ``adversarial_weight``):
-the discriminator learns to tell the tasks apart, the encoder learns to make that impossible;
+the max-pooled shared features behind a gradient-reversal layer: the discriminator learns to
+tell the tasks apart (its loss weighted ``discriminator_weight``), the encoder learns to make that
+impossible (minus ``adversarial_weight`` times the discriminator's gradient);
 its accuracy and loss are logged and kept in the step's report, with its balanced accuracy over
 the step's last epoch (the mean of its per-task recalls: chance is 1 / tasks whatever the mix of
 sentences, and a discriminator the encoder has beaten sits near it).
@@ -80,7 +81,19 @@ class Params(BaseModel):
     lstm_hidden: int = Field(
         128, ge=8, description="Hidden size per direction of a private (or asymmetric) tower."
     )
-    adversarial_weight: float = Field(0.05, ge=0, description="Lambda of the adversarial loss.")
+    adversarial_weight: float = Field(
+        0.05,
+        ge=0,
+        description="Lambda: the encoder gets minus this times the discriminator's gradient "
+        "(through the gradient-reversal layer).",
+    )
+    discriminator_weight: float = Field(
+        1.0,
+        gt=0,
+        description="Weight of the discriminator's own loss (how fast it learns); 1 is "
+        "Ganin and Lempitsky's setting. Version 1 of this strategy trained it at "
+        "adversarial_weight, too slowly to follow the encoder.",
+    )
     sampling: Sampling = Field("proportional", description="proportional, equal or subsample.")
     batch_size: int = Field(16, ge=1, description="Sentences per auxiliary batch.")
     keep_heads: bool = Field(True, description="Save the auxiliary heads with the version.")
@@ -107,6 +120,19 @@ class Heads(nn.Module):
                 size = 2 * p.lstm_hidden
             self.heads[name] = nn.Linear(size, n)
         self.discriminator = nn.Linear(hidden, len(labels) + 1)
+
+
+def adversarial_loss(
+    discriminator: nn.Module, feats: torch.Tensor, tasks: torch.Tensor, p: Params
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The weighted adversarial term, the discriminator's scores (N, tasks + 1) and its plain
+    loss, for pooled features ``feats`` (N, H) of sentences from ``tasks`` (N,). The
+    discriminator's gradient is ``discriminator_weight`` times its loss's; the features get minus
+    ``adversarial_weight`` times it, whatever ``discriminator_weight`` is."""
+    reverse = p.adversarial_weight / p.discriminator_weight
+    scores = discriminator(reverse_gradient(feats, reverse))
+    loss = F.cross_entropy(scores, tasks)
+    return p.discriminator_weight * loss, scores, loss
 
 
 def _labels(task: AuxTask, sentences: list[Sentence]) -> list[str]:
@@ -136,7 +162,7 @@ def _read(task: AuxTask, seed: int) -> list[Sentence]:
     return [s for s in sentences if s.tokens]
 
 
-@strategies.register("multitask", version=1)
+@strategies.register("multitask", version=2)
 class MultiTask(Strategy):
     """Auxiliary tasks (NER or word segmentation) trained beside the step's own, hard or
     adversarial sharing."""
@@ -261,9 +287,9 @@ class MultiTask(Strategy):
         if len(pooled) > 1:
             feats = torch.cat([f for f, _ in pooled])
             tasks = torch.cat([torch.full((len(f),), t, device=feats.device) for f, t in pooled])
-            scores = heads.discriminator(reverse_gradient(feats, 1.0))
-            loss = F.cross_entropy(scores, tasks)
-            terms["adversarial"] = p.adversarial_weight * loss
+            terms["adversarial"], scores, loss = adversarial_loss(
+                heads.discriminator, feats, tasks, p
+            )
             stats = w["stats"]
             right = (scores.argmax(-1) == tasks).float().cpu()
             stats["disc_right"] += int(right.sum())
