@@ -66,7 +66,11 @@ def arms(data_dir: Path, quick: bool) -> dict[str, tuple[str, dict[str, Any]]]:
             # subsample: each epoch at most as many auxiliary batches as main ones, a fresh
             # subset every epoch (the seed article's scheme); proportional would make an epoch
             # at 300 Weibo sentences ~17 times as long as alone's.
-            params = {"sharing": mode, "sampling": "subsample", "aux_tasks": [entry]}
+            params: dict[str, Any] = {
+                "sharing": mode,
+                "sampling": "subsample",
+                "aux_tasks": [entry],
+            }
             if mode == "adversarial":
                 # explicit, so that runs of multitask@1 (the discriminator learning at
                 # adversarial_weight) are not kept as this arm's
