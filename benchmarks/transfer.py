@@ -39,7 +39,17 @@ AUX: dict[str, dict[str, Any]] = {
 }
 #: The sharing modes of ``multitask``.
 MODES = ("hard", "asymmetric", "adversarial")
-BUDGETS = {"full": None, "300": 300}
+#: Each annotation budget: its config overrides and its heading. ``300-long`` lifts the epoch
+#: cap: at 300 sentences every arm runs into the 30-epoch cap, so ``300`` compares models at a
+#: fixed budget, and ``300-long`` trains both sides until dev F1 stops improving.
+BUDGETS: dict[str, tuple[dict[str, Any], str]] = {
+    "full": ({"data": {"max_train": None}}, "all 1,350 training sentences"),
+    "300": ({"data": {"max_train": 300}}, "300 training sentences, up to 30 epochs"),
+    "300-long": (
+        {"data": {"max_train": 300}, "train": {"epochs": 100, "patience": 5}},
+        "300 training sentences, up to 100 epochs (patience 5)",
+    ),
+}
 
 
 def base_config(data_dir: Path, quick: bool) -> dict[str, Any]:
@@ -93,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="200 sentences, 1 epoch (a smoke run)")
     p.add_argument("--seeds", default="1", help="comma list of seeds")
     p.add_argument("--arms", default=None, help="comma list of arms (default: all)")
-    p.add_argument("--budgets", default="full,300", help="full and/or 300")
+    p.add_argument("--budgets", default="full,300", help=f"comma list of {', '.join(BUDGETS)}")
     p.add_argument("--data-dir", type=Path, default=None, help="datasets (../shared/data)")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench", help="run folders")
     args = p.parse_args(argv)
@@ -104,15 +114,21 @@ def main(argv: list[str] | None = None) -> None:
     base = base_config(data_dir, args.quick)
     table = arms(data_dir, args.quick)
     chosen = args.arms.split(",") if args.arms else list(table)
+    budgets = args.budgets.split(",")
+    for given, known, what in ((chosen, table, "--arms"), (budgets, BUDGETS, "--budgets")):
+        if unknown := [x for x in given if x not in known]:
+            raise SystemExit(
+                f"{what}: unknown {', '.join(unknown)}; choose from {', '.join(known)}"
+            )
     path = RESULTS / f"{label}.json"
     old = json.loads(path.read_text("utf-8"))["runs"] if path.exists() else []
     runs = {(r["arm"], r["budget"], r["seed"]): r for r in old}
     argv_used = argv if argv is not None else sys.argv[1:]
     command = "python -m benchmarks.transfer " + " ".join(shlex.quote(a) for a in argv_used)
-    for budget in args.budgets.split(","):
+    for budget in budgets:
         for arm in chosen:
             strategy, overrides = table[arm]
-            config = merge(merge(base, overrides), {"data": {"max_train": BUDGETS[budget]}})
+            config = merge(merge(base, overrides), BUDGETS[budget][0])
             for seed in (int(s) for s in args.seeds.split(",")):
                 kept = runs.get((arm, budget, seed))
                 if kept and kept["config"] == config:
@@ -174,7 +190,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
             ax.axhline(means[names.index("alone")], color="grey", ls="--", lw=1)
         ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
         ax.set_ylabel("test micro F1 (%)")
-        ax.set_title("all 1,350 sentences" if budget == "full" else f"{budget} sentences")
+        ax.set_title(BUDGETS[budget][1], fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -185,11 +201,14 @@ def _stat(xs: list[float]) -> str:
     return f"{mean:.1f}" + (f" ± {100 * statistics.stdev(xs):.1f}" if len(xs) > 1 else "")
 
 
+def _epochs(run: dict[str, Any]) -> int:
+    """Epochs the run trained (early stopping ends them before the cap)."""
+    return sum(len(step) for step in run["meta"]["dev_per_epoch"])
+
+
 def _epoch_seconds(run: dict[str, Any]) -> float:
     """Training seconds per epoch of the main task (early stopping makes totals unequal)."""
-    meta = run["meta"]
-    epochs = sum(len(step) for step in meta["dev_per_epoch"]) or 1
-    return float(sum(meta["train_seconds_per_step"])) / epochs
+    return float(sum(run["meta"]["train_seconds_per_step"])) / (_epochs(run) or 1)
 
 
 HEADER = [
@@ -199,6 +218,7 @@ HEADER = [
     "macro F1",
     "micro vs alone",
     "s/epoch vs alone",
+    "epochs run",
     "discriminator (balanced, last epoch)",
 ]
 
@@ -219,12 +239,7 @@ def render(report: dict[str, Any]) -> str:
         alone = by.get("alone", [])
         base = statistics.mean(r["summary"]["final"]["micro"] for r in alone) if alone else None
         base_s = statistics.mean(_epoch_seconds(r) for r in alone) if alone else None
-        lines += [
-            f"## {budget} training sentences"
-            if budget != "full"
-            else "## all 1,350 training sentences",
-            "",
-        ]
+        lines += [f"## {BUDGETS[budget][1]}", ""]
         table = []
         for arm, rs in by.items():
             micro = [r["summary"]["final"]["micro"] for r in rs]
@@ -238,7 +253,8 @@ def render(report: dict[str, Any]) -> str:
             ]
             macro = _stat([r["summary"]["final"]["macro"] for r in rs])
             mean_acc = "–" if not acc else f"{statistics.mean(acc):.2f}"
-            table.append([arm, str(len(rs)), _stat(micro), macro, gain, cost, mean_acc])
+            epochs = "/".join(str(_epochs(r)) for r in rs)
+            table.append([arm, str(len(rs)), _stat(micro), macro, gain, cost, epochs, mean_acc])
         lines += [*markdown_table(HEADER, table), ""]
     return "\n".join(lines)
 

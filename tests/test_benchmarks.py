@@ -566,8 +566,23 @@ def test_transfer_page_gives_the_gain_over_alone_the_cost_per_epoch_and_a_plot(t
     ]
     report = {"benchmark": "transfer-weibo", "date": "d", "git_commit": "c", "runs": runs}
     page = transfer.render(report)
-    assert "| alone | 2 | 32.0 ± 2.8 | 16.0 ± 1.4 | +0.0 | 1.00 | – |" in page
-    assert "| cws-adversarial | 1 | 40.0 | 20.0 | +8.0 | 1.50 | 0.55 |" in page
+    assert "| alone | 2 | 32.0 ± 2.8 | 16.0 ± 1.4 | +0.0 | 1.00 | 30/20 | – |" in page
+    assert "| cws-adversarial | 1 | 40.0 | 20.0 | +8.0 | 1.50 | 20 | 0.55 |" in page
+    assert "## 300 training sentences, up to 30 epochs" in page
     assert "1,350" not in page  # no run at the full budget: no section
     transfer.plot(report, tmp_path / "t.png")
     assert (tmp_path / "t.png").stat().st_size > 1000
+
+
+def test_transfer_budgets_keep_the_configs_of_kept_runs_and_300_long_lifts_the_cap(tmp_path):
+    import benchmarks.transfer as transfer
+    from benchmarks.specs import merge
+
+    base = transfer.base_config(tmp_path, quick=False)
+    assert merge(base, transfer.BUDGETS["full"][0])["data"]["max_train"] is None
+    assert merge(base, transfer.BUDGETS["300"][0])["train"] == base["train"]
+    long = merge(base, transfer.BUDGETS["300-long"][0])
+    assert long["data"]["max_train"] == 300
+    assert (long["train"]["epochs"], long["train"]["patience"]) == (100, 5)
+    with pytest.raises(SystemExit, match="unknown 3000; choose from full, 300, 300-long"):
+        transfer.main(["--budgets", "3000", "--data-dir", str(tmp_path)])
