@@ -3,7 +3,8 @@
 Weibo NER (8 types, all in one step: plain supervised learning) with e5-small at one training
 budget: alone, and beside each auxiliary dataset (MSRA NER, People's Daily NER, SIGHAN MSR word
 segmentation) under each sharing mode of the ``multitask`` strategy; all of it again at a
-300-sentence annotation budget, where transfer should matter most. Every (arm, budget, seed) is
+300-sentence annotation budget, where transfer should matter most, capped at 30 epochs (``300``)
+or trained to the dev plateau (``300-long``, up to 100 epochs). Every (arm, budget, seed) is
 its own ``diancang run`` (:func:`benchmarks.run.run_one`); runs already in
 ``results/transfer-weibo[-quick].json`` with the same run config are kept, so a session can add
 arms or seeds. Writes that JSON and its Markdown page after every run (test micro and macro
