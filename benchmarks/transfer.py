@@ -40,9 +40,9 @@ AUX: dict[str, dict[str, Any]] = {
 }
 #: The sharing modes of ``multitask``.
 MODES = ("hard", "asymmetric", "adversarial")
-#: Each annotation budget: its config overrides and its heading. ``300-long`` lifts the epoch
-#: cap: at 300 sentences every arm runs into the 30-epoch cap, so ``300`` compares models at a
-#: fixed budget, and ``300-long`` trains both sides until dev F1 stops improving.
+#: Each annotation budget: its config overrides and its heading. At 300 sentences alone runs
+#: into the 30-epoch cap still improving, so ``300`` compares models at a fixed budget and
+#: ``300-long`` trains every arm until dev F1 stops improving.
 BUDGETS: dict[str, tuple[dict[str, Any], str]] = {
     "full": ({"data": {"max_train": None}}, "all 1,350 training sentences"),
     "300": ({"data": {"max_train": 300}}, "300 training sentences, up to 30 epochs"),
