@@ -142,7 +142,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         watcher = asyncio.create_task(watch())
         yield
         watcher.cancel()
-        checker.shutdown(wait=False, cancel_futures=True)
+        # Waiting (off the event loop) ends the worker process; not waiting left it orphaned.
+        await asyncio.to_thread(checker.shutdown, wait=True, cancel_futures=True)
         await batcher.stop()
 
     app = FastAPI(
