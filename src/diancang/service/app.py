@@ -142,7 +142,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         watcher = asyncio.create_task(watch())
         yield
         watcher.cancel()
-        # Waiting (off the event loop) ends the worker process; not waiting left it orphaned.
+        # Wait (off the event loop) so the worker process is joined, not left orphaned.
         await asyncio.to_thread(checker.shutdown, wait=True, cancel_futures=True)
         await batcher.stop()
 
