@@ -2,14 +2,16 @@
 
 Weibo NER (8 types, all in one step: plain supervised learning) with e5-small at one training
 budget: alone, and beside each auxiliary dataset (MSRA NER, People's Daily NER, SIGHAN MSR word
-segmentation) under each sharing mode of the ``multitask`` strategy; all of it again at a
-300-sentence annotation budget, where transfer should matter most, capped at 30 epochs (``300``)
-or trained to the dev plateau (``300-long``, up to 100 epochs). Every (arm, budget, seed) is
+segmentation) under each sharing mode of the ``multitask`` strategy (and ``confusion``:
+adversarial sharing with the encoder trained towards the discriminator's uniform output); all of
+it again at a 300-sentence annotation budget, where transfer should matter most, capped at 30
+epochs (``300``) or trained to the dev plateau (``300-long``, up to 100 epochs). Every (arm, budget, seed) is
 its own ``diancang run`` (:func:`benchmarks.run.run_one`); runs already in
 ``results/transfer-weibo[-quick].json`` with the same run config are kept, so a session can add
 arms or seeds. Writes that JSON and its Markdown page after every run (test micro and macro
 F1, mean and sd over seeds, the gain over Weibo alone, seconds an epoch against alone, and the
-adversarial discriminator's balanced accuracy over its last epoch against chance).
+adversarial discriminator's balanced accuracy over its last epoch against chance, and a plot of
+it epoch by epoch for the runs that recorded it).
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ AUX: dict[str, dict[str, Any]] = {
         "format": "segmented",
     },
 }
-#: The sharing modes of ``multitask``.
-MODES = ("hard", "asymmetric", "adversarial")
+#: The sharing modes of ``multitask``; ``confusion`` is ``adversarial`` with the encoder trained
+#: towards the discriminator's uniform output instead of through gradient reversal.
+MODES = ("hard", "asymmetric", "adversarial", "confusion")
 #: Each annotation budget: its config overrides and its heading. At 300 sentences alone runs
 #: into the 30-epoch cap still improving, so ``300`` compares models at a fixed budget and
 #: ``300-long`` trains every arm until dev F1 stops improving.
@@ -78,24 +81,28 @@ def arms(data_dir: Path, quick: bool) -> dict[str, tuple[str, dict[str, Any]]]:
             # subset every epoch (the seed article's scheme); proportional would make an epoch
             # at 300 Weibo sentences ~17 times as long as alone's.
             params: dict[str, Any] = {
-                "sharing": mode,
+                "sharing": "adversarial" if mode == "confusion" else mode,
                 "sampling": "subsample",
                 "aux_tasks": [entry],
             }
-            if mode == "adversarial":
+            if mode in ("adversarial", "confusion"):
                 # explicit, so that runs of multitask@1 (the discriminator learning at
                 # adversarial_weight) are not kept as this arm's
                 params["discriminator_weight"] = 1.0
+            if mode == "confusion":
+                params["adversary"] = "confusion"
             out[f"{aux}-{mode}"] = ("multitask", {"strategy_params": {"multitask": params}})
     return out
 
 
-def discriminator(run_dir: Path) -> float | None:
+def discriminator(run_dir: Path) -> tuple[float | None, list[float] | None]:
     """The adversarial discriminator's balanced accuracy over the last epoch of the run's last
-    step (None without one)."""
+    step, and in each of its epochs (multitask@3 on; None without them)."""
     history = run_states(run_dir).get("multitask", {}).get("history") or [{}]
     value = history[-1].get("discriminator_balanced_last_epoch")
-    return None if value is None else float(value)
+    return None if value is None else float(value), history[-1].get(
+        "discriminator_balanced_by_epoch"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
                 work = args.work / label / f"{arm}-{budget}"
                 record = run_one(f"{label}-{arm}-{budget}", config, strategy, seed, work, False)
                 run_dir = Path(record.pop("heatmap_src")).parent
+                last, by_epoch = discriminator(run_dir)
                 runs[(arm, budget, seed)] = {
                     "arm": arm,
                     "budget": budget,
@@ -146,13 +154,16 @@ def main(argv: list[str] | None = None) -> None:
                     "command": command,
                     "summary": record["summary"],
                     "meta": record["meta"],
-                    "discriminator_balanced": discriminator(run_dir),
+                    "discriminator_balanced": last,
+                    "discriminator_by_epoch": by_epoch,
                 }
                 # after every run: a session that ends mid-table keeps the runs it finished
                 ordered = sorted(runs.values(), key=lambda r: (r["budget"], r["arm"], r["seed"]))
                 report = new_report(label, ordered)
                 plot(report, RESULTS / f"{label}.png")
                 page = render(report) + f"\n![micro F1 by arm]({label}.png)\n"
+                if plot_discriminator(report, RESULTS / f"{label}-discriminator.png"):
+                    page += f"\n![discriminator by epoch]({label}-discriminator.png)\n"
                 save_result(label, report, page)
                 print(page)
 
@@ -197,6 +208,34 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_discriminator(report: dict[str, Any], path: Path) -> bool:
+    """The discriminator's balanced accuracy epoch by epoch, a line per run that recorded it,
+    chance as a dashed line and the goal's band (chance +- 0.1) shaded; False without any."""
+    rows = [r for r in report["runs"] if r.get("discriminator_by_epoch")]
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for r in rows:
+        ys = r["discriminator_by_epoch"]
+        label = f"{r['arm']} {r['budget']} s{r['seed']}"
+        ax.plot(range(1, len(ys) + 1), ys, marker=".", lw=1, label=label)
+    ax.axhspan(0.4, 0.6, color="grey", alpha=0.15)
+    ax.axhline(0.5, color="grey", ls="--", lw=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("balanced accuracy (2 tasks)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def _stat(xs: list[float]) -> str:
     mean = 100 * statistics.mean(xs)
     return f"{mean:.1f}" + (f" ± {100 * statistics.stdev(xs):.1f}" if len(xs) > 1 else "")
@@ -210,6 +249,12 @@ def _epochs(run: dict[str, Any]) -> int:
 def _epoch_seconds(run: dict[str, Any]) -> float:
     """Training seconds per epoch of the main task (early stopping makes totals unequal)."""
     return float(sum(run["meta"]["train_seconds_per_step"])) / (_epochs(run) or 1)
+
+
+def _timed(runs: list[dict[str, Any]]) -> list[float]:
+    """Seconds an epoch of the runs whose timing holds: a run marked ``timing_void`` (with the
+    reason: something else shared its cores) counts for F1, not for cost."""
+    return [_epoch_seconds(r) for r in runs if not r.get("timing_void")]
 
 
 HEADER = [
@@ -231,7 +276,8 @@ def render(report: dict[str, Any]) -> str:
         "transfer to Weibo NER",
         "Weibo NER, 8 types in one step, e5-small (6 layers, 192 sub-tokens), test F1 in %; "
         "the discriminator's balanced accuracy (mean recall per task) over the last epoch "
-        "against chance 0.5 (two tasks)",
+        "against chance 0.5 (two tasks); seconds an epoch from the runs that had the cores "
+        "alone (a run marked timing_void counts for F1 only)",
     )
     for budget in BUDGETS:
         by = by_arm(report, budget)
@@ -239,14 +285,14 @@ def render(report: dict[str, Any]) -> str:
             continue
         alone = by.get("alone", [])
         base = statistics.mean(r["summary"]["final"]["micro"] for r in alone) if alone else None
-        base_s = statistics.mean(_epoch_seconds(r) for r in alone) if alone else None
+        base_s = statistics.mean(_timed(alone)) if _timed(alone) else None
         lines += [f"## {BUDGETS[budget][1]}", ""]
         table = []
         for arm, rs in by.items():
             micro = [r["summary"]["final"]["micro"] for r in rs]
             gain = "–" if base is None else f"{100 * (statistics.mean(micro) - base):+.1f}"
-            secs = statistics.mean(_epoch_seconds(r) for r in rs)
-            cost = "–" if not base_s else f"{secs / base_s:.2f}"
+            secs = _timed(rs)
+            cost = "–" if not (base_s and secs) else f"{statistics.mean(secs) / base_s:.2f}"
             acc = [
                 r["discriminator_balanced"]
                 for r in rs

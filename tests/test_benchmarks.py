@@ -568,10 +568,30 @@ def test_transfer_page_gives_the_gain_over_alone_the_cost_per_epoch_and_a_plot(t
     page = transfer.render(report)
     assert "| alone | 2 | 32.0 ± 2.8 | 16.0 ± 1.4 | +0.0 | 1.00 | 30/20 | – |" in page
     assert "| cws-adversarial | 1 | 40.0 | 20.0 | +8.0 | 1.50 | 20 | 0.55 |" in page
+    # a run whose cores were shared counts for F1, not for the cost
+    report["runs"] = [*runs, {**run("cws-adversarial", 2, 0.44, 900.0, 20), "timing_void": "x"}]
+    page = transfer.render(report)
+    assert "| cws-adversarial | 2 | 42.0 ± 2.8 | 21.0 ± 1.4 | +10.0 | 1.50 | 20/20 | 0.55 |" in page
+    report["runs"] = runs
     assert "## 300 training sentences, up to 30 epochs" in page
     assert "1,350" not in page  # no run at the full budget: no section
     transfer.plot(report, tmp_path / "t.png")
     assert (tmp_path / "t.png").stat().st_size > 1000
+    assert not transfer.plot_discriminator(report, tmp_path / "d.png")  # none recorded epochs
+    runs[2]["discriminator_by_epoch"] = [0.7, 0.6, 0.55]
+    assert transfer.plot_discriminator(report, tmp_path / "d.png")
+    assert (tmp_path / "d.png").stat().st_size > 1000
+
+
+def test_the_confusion_arm_is_adversarial_sharing_and_leaves_the_reversal_arm_as_it_was(tmp_path):
+    import benchmarks.transfer as transfer
+
+    table = transfer.arms(tmp_path, quick=False)
+    reverse = table["msr_cws-adversarial"][1]["strategy_params"]["multitask"]
+    confusion = table["msr_cws-confusion"][1]["strategy_params"]["multitask"]
+    assert "adversary" not in reverse  # the config of the runs already kept
+    assert {k: v for k, v in confusion.items() if k != "adversary"} == reverse
+    assert confusion["adversary"] == "confusion" and reverse["sharing"] == "adversarial"
 
 
 def test_transfer_budgets_keep_the_configs_of_kept_runs_and_300_long_lifts_the_cap(tmp_path):

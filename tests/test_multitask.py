@@ -67,7 +67,9 @@ def test_a_tiny_multitask_run_learns_both_tasks_and_keeps_the_heads(tmp_path):
     history = state["history"]
     assert [h["step"] for h in history] == [0, 1, 2] and history[-1]["sentences"] == {"seg": 42}
     assert 0.0 <= history[-1]["discriminator_accuracy"] <= 1.0 and history[-1]["chance"] == 0.5
-    assert 0.0 <= history[-1]["discriminator_balanced_last_epoch"] <= 1.0
+    by_epoch = history[-1]["discriminator_balanced_by_epoch"]
+    assert len(by_epoch) == 25 and all(0.0 <= b <= 1.0 for b in by_epoch)
+    assert history[-1]["discriminator_balanced_last_epoch"] == by_epoch[-1]
     # the heads saved with the version reload and segment the auxiliary data they learned
     heads = Heads(64, {"seg": 4}, MultiTask.Params())
     heads.load_state_dict(load_file(str(folder / "blobs" / state["heads"])))

@@ -57,6 +57,35 @@ def test_the_discriminator_learns_at_its_own_weight_and_the_encoder_at_minus_lam
     assert torch.allclose(feats_fast, -0.05 * feats.grad)
 
 
+def test_confusion_trains_the_discriminator_on_its_loss_and_the_features_towards_uniform():
+    from diancang.strategies.multitask import MultiTask, adversarial_loss
+
+    tasks = torch.tensor([0, 1, 1, 0])
+    torch.manual_seed(0)
+    disc = torch.nn.Linear(3, 2)
+    feats = torch.randn(4, 3, requires_grad=True)
+    params = MultiTask.Params(adversary="confusion", adversarial_weight=0.05)
+    term, scores, loss = adversarial_loss(disc, feats, tasks, params)
+    term.backward()
+    # by hand: the discriminator's gradient is its plain loss's (weight 1), the features' is
+    # 0.05 x that of the cross-entropy against the uniform distribution, nothing of the loss's
+    ref_disc = torch.nn.Linear(3, 2)
+    ref_disc.load_state_dict(disc.state_dict())
+    x = feats.detach().clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(ref_disc(x.detach()), tasks).backward()
+    assert torch.allclose(disc.weight.grad, ref_disc.weight.grad)
+    (-torch.log_softmax(ref_disc(x), -1).mean()).backward()
+    assert torch.allclose(feats.grad, 0.05 * x.grad)
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(scores, tasks).item())
+    # a discriminator that already says 50/50 leaves the features alone
+    flat = torch.nn.Linear(3, 2)
+    torch.nn.init.zeros_(flat.weight)
+    torch.nn.init.zeros_(flat.bias)
+    feats.grad = None
+    adversarial_loss(flat, feats, tasks, params)[0].backward()
+    assert torch.count_nonzero(feats.grad) == 0
+
+
 def test_words_and_bmes_tags_round_trip():
     words = ["扬帆", "远东", "做", "与", "中国", "合作", "的", "先行者", "。"]
     s = from_words(words)

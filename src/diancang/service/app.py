@@ -13,9 +13,7 @@ import asyncio
 import hmac
 import json
 import logging
-import multiprocessing
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from pathlib import Path
@@ -31,6 +29,7 @@ from diancang.archive.jobs import JobStore
 from diancang.data.checks import check_upload_file, public
 from diancang.errors import DiancangError, NotFound
 from diancang.model.tagger import Tagger
+from diancang.service.checker import new_checker
 from diancang.service.jobs import Job, JobRunner
 from diancang.service.runtime import Batcher, LiveModel
 
@@ -116,8 +115,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     live = LiveModel()
     batcher = Batcher(live, config.max_batch, config.max_wait_ms)
     jobs = JobRunner(JobStore(archive.db_path))
-    # Uploads are parsed in another process: a large one never stalls requests here.
-    checker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    checker = new_checker()  # uploads are parsed in another process (service/checker.py)
 
     def load_live() -> None:
         version = archive.live()

@@ -7,9 +7,12 @@ is added to the main batch it rides with. ``sharing: adversarial`` adds a task d
 the max-pooled shared features behind a gradient-reversal layer: the discriminator learns to
 tell the tasks apart (its loss weighted ``discriminator_weight``), the encoder learns to make that
 impossible (minus ``adversarial_weight`` times the discriminator's gradient);
-its accuracy and loss are logged and kept in the step's report, with its balanced accuracy over
-the step's last epoch (the mean of its per-task recalls: chance is 1 / tasks whatever the mix of
-sentences, and a discriminator the encoder has beaten sits near it).
+its accuracy and loss are logged and kept in the step's report, with its balanced accuracy in
+every epoch (the mean of its per-task recalls: chance is 1 / tasks whatever the mix of
+sentences, and a discriminator the encoder has beaten sits near it). ``adversary: confusion``
+(version 3) trains the encoder instead towards the discriminator's uniform output (Tzeng et
+al., 2015): reversal rewards the encoder for a discriminator that is confidently wrong, below
+chance, where confusion's optimum is chance itself.
 ``sharing: asymmetric`` gives the first auxiliary task a BiLSTM tower that the main task's
 features also read (:class:`diancang.model.features.SideTower`): that tower is part of the
 tagger, saved and served with it, and the main loss trains it too.
@@ -75,7 +78,8 @@ class Params(BaseModel):
         "hard",
         description="hard: shared encoder, a head per task; asymmetric: the first auxiliary "
         "task's BiLSTM tower is also read by the main task (and served with it); adversarial: "
-        "a task discriminator on the shared features behind a gradient-reversal layer.",
+        "a task discriminator on the shared features that the encoder learns to fool "
+        "(``adversary``).",
     )
     private_lstm: bool = Field(False, description="A private BiLSTM tower per auxiliary task.")
     lstm_hidden: int = Field(
@@ -93,6 +97,13 @@ class Params(BaseModel):
         description="Weight of the discriminator's own loss (how fast it learns); 1 is "
         "Ganin and Lempitsky's setting. Version 1 of this strategy trained it at "
         "adversarial_weight, too slowly to follow the encoder.",
+    )
+    adversary: Literal["reverse", "confusion"] = Field(
+        "reverse",
+        description="How the encoder fights the discriminator. reverse: gradient reversal, the "
+        "encoder ascends the discriminator's loss (its optimum: the discriminator confidently "
+        "wrong); confusion: the encoder descends the cross-entropy of the discriminator's "
+        "output against the uniform distribution (its optimum: chance).",
     )
     sampling: Sampling = Field("proportional", description="proportional, equal or subsample.")
     batch_size: int = Field(16, ge=1, description="Sentences per auxiliary batch.")
@@ -127,8 +138,17 @@ def adversarial_loss(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The weighted adversarial term, the discriminator's scores (N, tasks + 1) and its plain
     loss, for pooled features ``feats`` (N, H) of sentences from ``tasks`` (N,). The
-    discriminator's gradient is ``discriminator_weight`` times its loss's; the features get minus
-    ``adversarial_weight`` times it, whatever ``discriminator_weight`` is."""
+    discriminator's gradient is ``discriminator_weight`` times its loss's. ``reverse``: the
+    features get minus ``adversarial_weight`` times the loss's gradient, whatever
+    ``discriminator_weight`` is; ``confusion``: ``adversarial_weight`` times the gradient of the
+    cross-entropy against the uniform distribution, through the discriminator held fixed."""
+    if p.adversary == "confusion":
+        scores = discriminator(feats.detach())
+        fixed = {k: v.detach() for k, v in discriminator.named_parameters()}
+        fooled = torch.func.functional_call(discriminator, fixed, (feats,))
+        confusion = -F.log_softmax(fooled, -1).mean()
+        loss = F.cross_entropy(scores, tasks)
+        return p.discriminator_weight * loss + p.adversarial_weight * confusion, scores, loss
     reverse = p.adversarial_weight / p.discriminator_weight
     scores = discriminator(reverse_gradient(feats, reverse))
     loss = F.cross_entropy(scores, tasks)
@@ -162,7 +182,7 @@ def _read(task: AuxTask, seed: int) -> list[Sentence]:
     return [s for s in sentences if s.tokens]
 
 
-@strategies.register("multitask", version=2)
+@strategies.register("multitask", version=3)
 class MultiTask(Strategy):
     """Auxiliary tasks (NER or word segmentation) trained beside the step's own, hard or
     adversarial sharing."""
@@ -213,7 +233,7 @@ class MultiTask(Strategy):
         )
         return {"heads": heads, "tasks": tasks, "labels": labels, "sizes": sizes, "plan": [],
                 "seen": 0, "stats": {"disc_right": 0, "disc_n": 0, "disc_loss": 0.0},
-                "epoch_counts": torch.zeros(len(tasks) + 1, 2)}  # fmt: skip
+                "epoch_counts": torch.zeros(len(tasks) + 1, 2), "by_epoch": []}  # fmt: skip
 
     def texts(self, seed: int, lang: str, latin_words: bool) -> list[list[str]]:
         """The auxiliary tasks' sentences (vocabulary trimming keeps their pieces)."""
@@ -254,6 +274,8 @@ class MultiTask(Strategy):
         if not w["plan"]:
             main = -(-len(ctx.step.train) // ctx.config.train.batch_size)
             w["plan"] = self._plan(ctx, max(1, main))
+            if w["epoch_counts"][:, 1].any():  # the epoch that ended
+                w["by_epoch"].append(round(balanced(w["epoch_counts"]), 4))
             w["epoch_counts"].zero_()  # per task: [right, seen] in this epoch
         rides = w["plan"].pop(0)
         w["seen"] += 1
@@ -323,7 +345,9 @@ class MultiTask(Strategy):
             report["discriminator_accuracy"] = round(stats["disc_right"] / stats["disc_n"], 4)
             report["discriminator_loss"] = round(stats["disc_loss"] / stats["disc_n"], 4)
             report["chance"] = round(1 / (len(w["tasks"]) + 1), 4)
-            report["discriminator_balanced_last_epoch"] = round(balanced(w["epoch_counts"]), 4)
+            by_epoch = [*w["by_epoch"], round(balanced(w["epoch_counts"]), 4)]
+            report["discriminator_balanced_by_epoch"] = by_epoch
+            report["discriminator_balanced_last_epoch"] = by_epoch[-1]
             logger.info(
                 "%s: discriminator accuracy %.1f%%, balanced over the last epoch %.1f%% "
                 "(chance %.1f%%), loss %.3f",
