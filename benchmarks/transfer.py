@@ -5,8 +5,8 @@ budget: alone, and beside each auxiliary dataset (MSRA NER, People's Daily NER, 
 segmentation) under each sharing mode of the ``multitask`` strategy (and ``confusion``:
 adversarial sharing with the encoder trained towards the discriminator's uniform output); all of
 it again at a 300-sentence annotation budget, where transfer should matter most, capped at 30
-epochs (``300``) or trained to the dev plateau (``300-long``, up to 100 epochs). Every (arm, budget, seed) is
-its own ``diancang run`` (:func:`benchmarks.run.run_one`); runs already in
+epochs (``300``) or trained to the dev plateau (``300-long``, up to 100 epochs). Every (arm,
+budget, seed) is its own ``diancang run`` (:func:`benchmarks.run.run_one`); runs already in
 ``results/transfer-weibo[-quick].json`` with the same run config are kept, so a session can add
 arms or seeds. Writes that JSON and its Markdown page after every run (test micro and macro
 F1, mean and sd over seeds, the gain over Weibo alone, seconds an epoch against alone, and the
