@@ -218,6 +218,7 @@ def plot_discriminator(report: dict[str, Any], path: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for r in rows:
@@ -227,6 +228,7 @@ def plot_discriminator(report: dict[str, Any], path: Path) -> bool:
     ax.axhspan(0.4, 0.6, color="grey", alpha=0.15)
     ax.axhline(0.5, color="grey", ls="--", lw=1)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("balanced accuracy (2 tasks)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)

@@ -328,7 +328,7 @@ def test_learn_can_add_an_auxiliary_task_to_a_step(archive_dir, tmp_path):  # no
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     version = Archive(root).get(2)
-    assert version.strategies == ["distill@1", "multitask@2"]
+    assert version.strategies == ["distill@1", "multitask@3"]
     record = json.loads((Archive(root).model_dir(2) / "strategies.json").read_text("utf-8"))
     state = next(e["state"] for e in record["strategies"] if e["name"] == "multitask")
     assert state["labels"] == {"seg": ["B", "M", "E", "S"]} and state["heads"]
