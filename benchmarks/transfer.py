@@ -98,11 +98,9 @@ def arms(data_dir: Path, quick: bool) -> dict[str, tuple[str, dict[str, Any]]]:
 def discriminator(run_dir: Path) -> tuple[float | None, list[float] | None]:
     """The adversarial discriminator's balanced accuracy over the last epoch of the run's last
     step, and in each of its epochs (multitask@3 on; None without them)."""
-    history = run_states(run_dir).get("multitask", {}).get("history") or [{}]
-    value = history[-1].get("discriminator_balanced_last_epoch")
-    return None if value is None else float(value), history[-1].get(
-        "discriminator_balanced_by_epoch"
-    )
+    last = (run_states(run_dir).get("multitask", {}).get("history") or [{}])[-1]
+    value = last.get("discriminator_balanced_last_epoch")
+    return (None if value is None else float(value)), last.get("discriminator_balanced_by_epoch")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -159,13 +157,17 @@ def main(argv: list[str] | None = None) -> None:
                 }
                 # after every run: a session that ends mid-table keeps the runs it finished
                 ordered = sorted(runs.values(), key=lambda r: (r["budget"], r["arm"], r["seed"]))
-                report = new_report(label, ordered)
-                plot(report, RESULTS / f"{label}.png")
-                page = render(report) + f"\n![micro F1 by arm]({label}.png)\n"
-                if plot_discriminator(report, RESULTS / f"{label}-discriminator.png"):
-                    page += f"\n![discriminator by epoch]({label}-discriminator.png)\n"
-                save_result(label, report, page)
-                print(page)
+                print(publish(label, new_report(label, ordered)))
+
+
+def publish(label: str, report: dict[str, Any]) -> str:
+    """Write the report's JSON, its Markdown page and plots under ``results/``; the page."""
+    plot(report, RESULTS / f"{label}.png")
+    page = render(report) + f"\n![micro F1 by arm]({label}.png)\n"
+    if plot_discriminator(report, RESULTS / f"{label}-discriminator.png"):
+        page += f"\n![discriminator by epoch]({label}-discriminator.png)\n"
+    save_result(label, report, page)
+    return page
 
 
 def by_arm(report: dict[str, Any], budget: str) -> dict[str, list[dict[str, Any]]]:
@@ -287,7 +289,8 @@ def render(report: dict[str, Any]) -> str:
             continue
         alone = by.get("alone", [])
         base = statistics.mean(r["summary"]["final"]["micro"] for r in alone) if alone else None
-        base_s = statistics.mean(_timed(alone)) if _timed(alone) else None
+        alone_s = _timed(alone)
+        base_s = statistics.mean(alone_s) if alone_s else None
         lines += [f"## {BUDGETS[budget][1]}", ""]
         table = []
         for arm, rs in by.items():
