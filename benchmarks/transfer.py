@@ -40,9 +40,16 @@ AUX: dict[str, dict[str, Any]] = {
         "format": "segmented",
     },
 }
-#: The sharing modes of ``multitask``; ``confusion`` is ``adversarial`` with the encoder trained
-#: towards the discriminator's uniform output instead of through gradient reversal.
-MODES = ("hard", "asymmetric", "adversarial", "confusion")
+#: Each arm's sharing settings of ``multitask``: its three sharing modes, and ``confusion``,
+#: ``adversarial`` with the encoder trained towards the discriminator's uniform output instead of
+#: through gradient reversal. ``discriminator_weight`` is explicit so that runs of multitask@1
+#: (the discriminator learning at adversarial_weight) are not kept as these arms'.
+MODES: dict[str, dict[str, Any]] = {
+    "hard": {"sharing": "hard"},
+    "asymmetric": {"sharing": "asymmetric"},
+    "adversarial": {"sharing": "adversarial", "discriminator_weight": 1.0},
+    "confusion": {"sharing": "adversarial", "discriminator_weight": 1.0, "adversary": "confusion"},
+}
 #: Each annotation budget: its config overrides and its heading. At 300 sentences alone runs
 #: into the 30-epoch cap still improving, so ``300`` compares models at a fixed budget and
 #: ``300-long`` trains every arm until dev F1 stops improving.
@@ -76,21 +83,11 @@ def arms(data_dir: Path, quick: bool) -> dict[str, tuple[str, dict[str, Any]]]:
     for aux, task in AUX.items():
         entry: dict[str, Any] = {k: str(v).format(data=data_dir) for k, v in task.items()}
         entry = {"name": aux, **entry, "max_sentences": 300 if quick else 5000}
-        for mode in MODES:
+        for mode, sharing in MODES.items():
             # subsample: each epoch at most as many auxiliary batches as main ones, a fresh
             # subset every epoch (the seed article's scheme); proportional would make an epoch
             # at 300 Weibo sentences ~17 times as long as alone's.
-            params: dict[str, Any] = {
-                "sharing": "adversarial" if mode == "confusion" else mode,
-                "sampling": "subsample",
-                "aux_tasks": [entry],
-            }
-            if mode in ("adversarial", "confusion"):
-                # explicit, so that runs of multitask@1 (the discriminator learning at
-                # adversarial_weight) are not kept as this arm's
-                params["discriminator_weight"] = 1.0
-            if mode == "confusion":
-                params["adversary"] = "confusion"
+            params = {**sharing, "sampling": "subsample", "aux_tasks": [entry]}
             out[f"{aux}-{mode}"] = ("multitask", {"strategy_params": {"multitask": params}})
     return out
 
