@@ -50,6 +50,11 @@ MODES: dict[str, dict[str, Any]] = {
     "adversarial": {"sharing": "adversarial", "discriminator_weight": 1.0},
     "confusion": {"sharing": "adversarial", "discriminator_weight": 1.0, "adversary": "confusion"},
 }
+#: Probes of the confusion term's weight (``adversarial_weight``, 0.05 in ``confusion``): run by
+#: name with ``--arms``, not part of the default table.
+PROBES: dict[str, dict[str, Any]] = {
+    f"confusion-w{w}": {**MODES["confusion"], "adversarial_weight": w} for w in (0.2, 0.5)
+}
 #: Each annotation budget: its config overrides and its heading. At 300 sentences alone runs
 #: into the 30-epoch cap still improving, so ``300`` compares models at a fixed budget and
 #: ``300-long`` trains every arm until dev F1 stops improving.
@@ -83,7 +88,7 @@ def arms(data_dir: Path, quick: bool) -> dict[str, tuple[str, dict[str, Any]]]:
     for aux, task in AUX.items():
         entry: dict[str, Any] = {k: str(v).format(data=data_dir) for k, v in task.items()}
         entry = {"name": aux, **entry, "max_sentences": 300 if quick else 5000}
-        for mode, sharing in MODES.items():
+        for mode, sharing in {**MODES, **PROBES}.items():
             # subsample: each epoch at most as many auxiliary batches as main ones, a fresh
             # subset every epoch (the seed article's scheme); proportional would make an epoch
             # at 300 Weibo sentences ~17 times as long as alone's.
@@ -116,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     label = "transfer-weibo" + ("-quick" if args.quick else "")
     base = base_config(data_dir, args.quick)
     table = arms(data_dir, args.quick)
-    chosen = args.arms.split(",") if args.arms else list(table)
+    default = [a for a in table if not a.endswith(tuple(f"-{p}" for p in PROBES))]
+    chosen = args.arms.split(",") if args.arms else default
     budgets = args.budgets.split(",")
     for given, known, what in ((chosen, table, "--arms"), (budgets, BUDGETS, "--budgets")):
         if unknown := [x for x in given if x not in known]:
