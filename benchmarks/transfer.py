@@ -3,8 +3,9 @@
 Weibo NER (8 types, all in one step: plain supervised learning) with e5-small at one training
 budget: alone, and beside each auxiliary dataset (MSRA NER, People's Daily NER, SIGHAN MSR word
 segmentation) under each sharing mode of the ``multitask`` strategy (and ``confusion``:
-adversarial sharing with the encoder trained towards the discriminator's uniform output); all of
-it again at a 300-sentence annotation budget, where transfer should matter most, capped at 30
+adversarial sharing with the encoder trained towards the discriminator's uniform output; its
+weight's probes, ``confusion-w0.2`` and ``confusion-w0.5``, run only when named); all of it
+again at a 300-sentence annotation budget, where transfer should matter most, capped at 30
 epochs (``300``) or trained to the dev plateau (``300-long``, up to 100 epochs). Every (arm,
 budget, seed) is its own ``diancang run`` (:func:`benchmarks.run.run_one`); runs already in
 ``results/transfer-weibo[-quick].json`` with the same run config are kept, so a session can add
@@ -97,6 +98,11 @@ def arms(data_dir: Path, quick: bool) -> dict[str, tuple[str, dict[str, Any]]]:
     return out
 
 
+def default_arms(table: dict[str, Any]) -> list[str]:
+    """The arms run when ``--arms`` is not given: every one but the :data:`PROBES`."""
+    return [a for a in table if not a.endswith(tuple(f"-{p}" for p in PROBES))]
+
+
 def discriminator(run_dir: Path) -> tuple[float | None, list[float] | None]:
     """The adversarial discriminator's balanced accuracy over the last epoch of the run's last
     step, and in each of its epochs (multitask@3 on; None without them)."""
@@ -110,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="200 sentences, 1 epoch (a smoke run)")
     p.add_argument("--seeds", default="1", help="comma list of seeds")
-    p.add_argument("--arms", default=None, help="comma list of arms (default: all)")
+    p.add_argument("--arms", default=None, help="comma list of arms (default: all but the probes)")
     p.add_argument("--budgets", default="full,300", help=f"comma list of {', '.join(BUDGETS)}")
     p.add_argument("--data-dir", type=Path, default=None, help="datasets (../shared/data)")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench", help="run folders")
@@ -121,8 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     label = "transfer-weibo" + ("-quick" if args.quick else "")
     base = base_config(data_dir, args.quick)
     table = arms(data_dir, args.quick)
-    default = [a for a in table if not a.endswith(tuple(f"-{p}" for p in PROBES))]
-    chosen = args.arms.split(",") if args.arms else default
+    chosen = args.arms.split(",") if args.arms else default_arms(table)
     budgets = args.budgets.split(",")
     for given, known, what in ((chosen, table, "--arms"), (budgets, BUDGETS, "--budgets")):
         if unknown := [x for x in given if x not in known]:

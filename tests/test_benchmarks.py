@@ -594,6 +594,18 @@ def test_the_confusion_arm_is_adversarial_sharing_and_leaves_the_reversal_arm_as
     assert confusion["adversary"] == "confusion" and reverse["sharing"] == "adversarial"
 
 
+def test_the_confusion_weight_probes_differ_only_in_the_weight_and_run_only_by_name(tmp_path):
+    import benchmarks.transfer as transfer
+
+    table = transfer.arms(tmp_path, quick=False)
+    confusion = table["msr_cws-confusion"][1]["strategy_params"]["multitask"]
+    probe = table["msr_cws-confusion-w0.5"][1]["strategy_params"]["multitask"]
+    assert probe == {**confusion, "adversarial_weight": 0.5}
+    default = transfer.default_arms(table)
+    assert "msr_cws-confusion" in default and "msr_cws-confusion-w0.5" not in default
+    assert not [a for a in default if "-w0." in a] and len(default) == len(table) - 6
+
+
 def test_transfer_budgets_keep_the_configs_of_kept_runs_and_300_long_lifts_the_cap(tmp_path):
     import benchmarks.transfer as transfer
     from benchmarks.specs import merge
