@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
             r["git_commit"],
             r["machine"]["platform"],
             str(r["matmul_gflops_1_thread"]),
-            str(next(v for k, v in r.items() if k.endswith("_threads"))),
+            str(r[f"matmul_gflops_{r['machine']['torch_threads']}_threads"]),
             str(r["e5_small_6_layers_seconds_per_batch"]),
         ]
         for r in rows
