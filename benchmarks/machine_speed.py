@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from datetime import UTC, datetime
 
 import torch
@@ -25,25 +24,9 @@ from benchmarks.run import RESULTS
 from diancang.data.presets import default_data_dir
 from diancang.evaluation.report import markdown_table
 from diancang.pipeline import machine
-from diancang.provenance import git_commit
+from diancang.provenance import git_commit, matmul_gflops
 
 REFERENCE = {"trim_vocab": True, "keep_layers": 6}
-
-
-def matmul_gflops(threads: int, seconds: float = 3.0, n: int = 2048) -> float:
-    """fp32 GFLOP/s of repeated ``n x n`` matrix products on ``threads`` threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b  # warm-up
-        count, began = 0, time.perf_counter()
-        while time.perf_counter() - began < seconds:
-            a @ b
-            count += 1
-        return round(count * 2 * n**3 / (time.perf_counter() - began) / 1e9, 1)
-    finally:
-        torch.set_num_threads(before)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,6 +48,7 @@ def test_run_writes_results_model_and_config(demo_run):
     assert saved["run_config"]["train"]["epochs"] == 8
     assert saved["id2label"]["0"] == "O"
     results = json.loads((demo_run / "results.json").read_text("utf-8"))
+    assert results["meta"]["matmul_gflops"] > 0  # the host's speed, to compare seconds across hosts
     assert len(results["matrix"]["micro"]) == len(saved["types"]) - 1  # FG-2-PG-1
     # per step, precision and recall of every type seen so far, beside its F1
     pr, per_type = results["meta"]["precision_recall"], results["matrix"]["per_type"]

@@ -131,6 +131,16 @@ def test_progress_records_peak_memory_and_commit_while_training(tmp_path):
     assert all(mb > 0 for mb in progress["peak_mb"]) and all(progress["commits"])
 
 
+def test_matmul_gflops_measures_the_host_and_restores_the_thread_count():
+    import torch
+
+    from diancang.provenance import matmul_gflops
+
+    before = torch.get_num_threads()
+    assert matmul_gflops(1, seconds=0.05, n=64) > 0
+    assert torch.get_num_threads() == before
+
+
 def test_patience_stops_a_step_and_keeps_its_best_epoch(tmp_path):
     from diancang.learn.evaluate import evaluate
 

@@ -33,7 +33,7 @@ from diancang.model.encoder import (
 )
 from diancang.model.features import TokenEncoder
 from diancang.model.tagger import Tagger, TaggerSpec
-from diancang.provenance import git_commit
+from diancang.provenance import git_commit, matmul_gflops
 from diancang.strategies.base import resolve, split_id
 from diancang.stream import (
     TaskStream,
@@ -303,6 +303,8 @@ def run(config: RunConfig, restart: bool = False, command: str | None = None) ->
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "diancang_version": __version__,
             "machine": machine(),
+            # the host's speed as training ended: seconds from different hosts compare by it
+            "matmul_gflops": matmul_gflops(torch.get_num_threads(), seconds=1.0),
             "dataset": splits.name,
             "scored_on": config.data.score_on,
             "encoder": config.model.encoder,

@@ -1,9 +1,13 @@
-"""Where a result came from: the code's git commit and the process's peak memory."""
+"""Where a result came from: the code's git commit, the host's speed and the process's peak
+memory."""
 
 from __future__ import annotations
 
 import resource
 import subprocess
+import time
+
+import torch
 
 
 def git_commit() -> str:
@@ -38,3 +42,20 @@ def git_commit() -> str:
 def peak_memory_mb() -> float:
     """This process's peak resident memory so far, in MB (Linux reports KiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def matmul_gflops(threads: int, seconds: float = 3.0, n: int = 2048) -> float:
+    """fp32 GFLOP/s of repeated ``n x n`` matrix products on ``threads`` threads: the host's
+    speed, so that seconds measured on different hosts can be compared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b  # warm-up
+        count, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            a @ b
+            count += 1
+        return round(count * 2 * n**3 / (time.perf_counter() - began) / 1e9, 1)
+    finally:
+        torch.set_num_threads(before)
