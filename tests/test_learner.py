@@ -136,9 +136,10 @@ def test_matmul_gflops_measures_the_host_and_restores_the_thread_count():
 
     from diancang.provenance import matmul_gflops
 
-    before = torch.get_num_threads()
+    before, rng = torch.get_num_threads(), torch.get_rng_state()
     assert matmul_gflops(1, seconds=0.05, n=64) > 0
     assert torch.get_num_threads() == before
+    assert torch.equal(torch.get_rng_state(), rng)  # a run's later draws do not change
 
 
 def test_patience_stops_a_step_and_keeps_its_best_epoch(tmp_path):

@@ -50,7 +50,8 @@ def matmul_gflops(threads: int, seconds: float = 3.0, n: int = 2048) -> float:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        gen = torch.Generator().manual_seed(0)  # the global RNG, which training reads, is untouched
+        a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
         a @ b  # warm-up
         count, began = 0, time.perf_counter()
         while time.perf_counter() - began < seconds:
