@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import torch
 
 from benchmarks.encoder_speed import measure
-from benchmarks.run import RESULTS
+from benchmarks.run import RESULTS, save_result
 from diancang.data.presets import default_data_dir
 from diancang.evaluation.report import markdown_table
 from diancang.pipeline import machine
@@ -49,8 +49,6 @@ def main(argv: list[str] | None = None) -> None:
     path = RESULTS / "machine-speed.json"
     rows = json.loads(path.read_text("utf-8")) if path.exists() else []
     rows.append(row)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rows, indent=1) + "\n", "utf-8")
     cells = [
         [
             r["date"],
@@ -75,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         *markdown_table(header, cells),
         "",
     ]
-    (RESULTS / "machine-speed.md").write_text("\n".join(md), "utf-8")
+    save_result("machine-speed", rows, "\n".join(md))
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def page_header(report: dict[str, Any], title: str, what: str) -> list[str]:
     ]
 
 
-def save_result(label: str, report: dict[str, Any], page: str) -> None:
+def save_result(label: str, report: dict[str, Any] | list[Any], page: str) -> None:
     """Write ``results/<label>.json`` (the report) and ``results/<label>.md`` (its page)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{label}.json").write_text(
