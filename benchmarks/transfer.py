@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
                     "discriminator_balanced": last,
                     "discriminator_by_epoch": by_epoch,
                 }
+                if resumed(record["meta"]):
+                    runs[(arm, budget, seed)]["timing_void"] = RESUMED
                 # after every run: a session that ends mid-table keeps the runs it finished
                 ordered = sorted(runs.values(), key=lambda r: (r["budget"], r["arm"], r["seed"]))
                 print(publish(label, new_report(label, ordered)))
@@ -246,6 +248,18 @@ def plot_discriminator(report: dict[str, Any], path: Path) -> bool:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+#: Why a run resumed mid-step (a killed session's run, started again) has no timing.
+RESUMED = (
+    "resumed mid-step: its epochs ran in more than one process, perhaps on hosts of other "
+    "speeds; F1 holds, seconds do not compare"
+)
+
+
+def resumed(meta: dict[str, Any]) -> bool:
+    """Whether a run went on from a killed process's epoch state (its dev epochs say so)."""
+    return any(e.get("resumed_after") for step in meta["dev_per_epoch"] for e in step)
 
 
 def _stat(xs: list[float]) -> str:

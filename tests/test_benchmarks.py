@@ -573,6 +573,9 @@ def test_transfer_page_gives_the_gain_over_alone_the_cost_per_epoch_and_a_plot(t
     page = transfer.render(report)
     assert "| cws-adversarial | 2 | 42.0 ± 2.8 | 21.0 ± 1.4 | +10.0 | 1.50 | 20/20 | 0.55 |" in page
     report["runs"] = runs
+    # a run that went on from a killed process's epoch state is timed in two processes
+    assert not transfer.resumed(runs[0]["meta"])
+    assert transfer.resumed({"dev_per_epoch": [[{"epoch": 1, "resumed_after": True}, {}]]})
     assert "## 300 training sentences, up to 30 epochs" in page
     assert "1,350" not in page  # no run at the full budget: no section
     transfer.plot(report, tmp_path / "t.png")

@@ -11,7 +11,7 @@ from diancang.data.readers.segmented import cws_tags, read_segmented, word_score
 from diancang.learn.checkpoint import step_dir
 from diancang.model.features import collate
 from diancang.strategies.multitask import Heads, MultiTask
-from tests.test_strategy_contract import tiny_run
+from tests.test_strategy_contract import killed_and_resumed, tiny_run
 from tests.toy import toy_sentences
 
 
@@ -127,3 +127,18 @@ def test_asymmetric_sharing_serves_the_auxiliary_tower_with_the_tagger(tmp_path)
     saved = Tagger.from_pretrained(step_dir(tmp_path / "run", 2))
     assert saved.side is not None
     assert torch.equal(saved.side.proj.weight, side.proj.weight.cpu())
+
+
+def test_a_killed_adversarial_step_resumes_to_the_same_heads_and_tallies(tmp_path, monkeypatch):
+    """The auxiliary heads, the discriminator and its per-epoch tallies go on where the killed
+    run stopped: the same weights, heads blob and report as a run never stopped."""
+    _segmented(tmp_path / "seg.utf8")
+    seg = {"name": "seg", "kind": "cws", "path": str(tmp_path / "seg.utf8"), "format": "segmented"}
+    params = {"multitask": {"sharing": "adversarial", "aux_tasks": [seg]}}
+    straight, again = killed_and_resumed(tmp_path, ["multitask"], params, monkeypatch)
+    assert again is not None
+    a, b = straight.states["multitask"], again.states["multitask"]
+    assert a.heads == b.heads  # the heads blob's content hash: bit-identical weights
+    assert a.history == b.history and len(a.history[-1]["discriminator_balanced_by_epoch"]) == 2
+    weights = again.model.state_dict()
+    assert all(torch.equal(v, weights[k]) for k, v in straight.model.state_dict().items())

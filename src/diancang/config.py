@@ -188,6 +188,14 @@ class TrainConfig(_Section):
     eval_each_epoch: bool = Field(
         False, description="Also score the step's dev set (its own types) after every epoch."
     )
+    epoch_checkpoints: bool = Field(
+        True,
+        description="`diancang run` saves an unfinished step's training state after every epoch "
+        "(output_dir/work/epoch-state/, removed once the step is saved), so a killed run "
+        "started again goes on from its last whole epoch, to the same weights, instead of "
+        "from the step's start. Costs one write of the weights and optimizer state an epoch; "
+        "only on one process and when every strategy can resume mid-step.",
+    )
 
 
 class RunConfig(_Section):

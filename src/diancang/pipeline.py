@@ -22,7 +22,7 @@ from diancang.data.tokenize import tokenize
 from diancang.errors import ConfigError
 from diancang.evaluation.matrix import ResultMatrix
 from diancang.evaluation.report import write_report
-from diancang.learn.checkpoint import Progress, step_dir
+from diancang.learn.checkpoint import Progress, epoch_state_dir, step_dir
 from diancang.learn.learner import Learner
 from diancang.model.encoder import (
     build_vocab,
@@ -277,7 +277,8 @@ def run(config: RunConfig, restart: bool = False, command: str | None = None) ->
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(config, out / "config.yaml")
-    if not restart and (out / "progress.json").is_file() and (out / "stream.json").is_file():
+    resuming = (out / "progress.json").is_file() or epoch_state_dir(out).is_dir()
+    if not restart and resuming and (out / "stream.json").is_file():
         check_assignment(stream, out / "stream.json")  # resuming: the split must not change
     save_stream(stream, out / "stream.json")
     texts = splits.train + splits.dev + splits.test  # trim_vocab keeps what these texts use

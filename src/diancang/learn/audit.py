@@ -63,6 +63,17 @@ class SupervisionAudit:
                 h = _kind(self.hidden[i][w])
                 self.counts[(t, h if h == "O" or h in self.old else FUTURE)] += 1
 
+    def state(self) -> dict[str, Any]:
+        """What has been counted so far, as JSON (a killed step's state, see
+        :mod:`diancang.learn.resume`)."""
+        return {"counts": [[t, h, n] for (t, h), n in self.counts.items()],
+                "done": sorted(self._done)}  # fmt: skip
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Put back what :meth:`state` returned."""
+        self.counts = Counter({(t, h): n for t, h, n in state["counts"]})
+        self._done = set(state["done"])
+
     def summary(self) -> dict[str, Any]:
         """Word counts and, over old-type targets, precision and recall against the hidden
         gold (None where nothing was counted)."""

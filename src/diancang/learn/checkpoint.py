@@ -1,4 +1,5 @@
-"""Per-step checkpoints: a killed run resumes from its last finished step."""
+"""Per-step checkpoints: a killed run resumes from its last finished step (and, within a
+step, from its last whole epoch: :mod:`diancang.learn.resume`)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,12 @@ class Progress:
 def step_dir(output_dir: Path, step: int) -> Path:
     """The version folder of the model after ``step`` (see :mod:`diancang.learn.version`)."""
     return output_dir / "checkpoints" / f"step-{step}"
+
+
+def epoch_state_dir(output_dir: Path) -> Path:
+    """Where an unfinished step's training state is saved after every epoch (see
+    :mod:`diancang.learn.resume`); removed once the step's version folder is saved."""
+    return output_dir / "work" / "epoch-state"
 
 
 def save_progress(output_dir: Path, progress: Progress) -> None:

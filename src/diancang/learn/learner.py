@@ -3,7 +3,8 @@
 Each finished step is saved as a complete version folder, ``checkpoints/step-N/`` (weights,
 the resolved config, each strategy's carried state and the blobs it refers to; see
 :mod:`diancang.learn.version`), the same folder the archive stores for ``diancang learn``. A killed
-run resumes from the last one; evaluation and saving happen on the main process.
+run resumes from the last one (a step killed mid-way from its last whole epoch,
+:mod:`diancang.learn.resume`); evaluation and saving happen on the main process.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from diancang.data.record import Sentence
 from diancang.errors import ConfigError
 from diancang.evaluation.matrix import ResultMatrix
 from diancang.learn.blobs import Blobs
-from diancang.learn.checkpoint import Progress, load_progress, save_progress, step_dir
+from diancang.learn.checkpoint import (
+    Progress,
+    epoch_state_dir,
+    load_progress,
+    save_progress,
+    step_dir,
+)
 from diancang.learn.evaluate import evaluate
 from diancang.learn.runner import StepRunner, seed_everything
 from diancang.learn.version import continue_from, save_version
@@ -58,6 +65,7 @@ class Learner(StepRunner):
             for i in indices:
                 self.assignment[i] = step
         self.out = Path(config.output_dir)
+        self.epoch_state_dir: Path = epoch_state_dir(self.out)
         self.model: Tagger | None = None
         #: Each strategy's state after the last step run (what the last version folder holds).
         self.states: dict[str, StrategyState | None] = {}
@@ -84,6 +92,8 @@ class Learner(StepRunner):
         resumes from the last saved step by default."""
         cfg_dict = self.config.model_dump(mode="json")
         progress = Progress(config=cfg_dict) if restart else load_progress(self.out, cfg_dict)
+        if restart:
+            shutil.rmtree(self.epoch_state_dir, ignore_errors=True)  # an unfinished step
         steps = self.stream.steps[: self.config.stream.max_steps]
         self.steps_total = len(steps)
         model: Tagger | None = None
@@ -134,6 +144,7 @@ class Learner(StepRunner):
                 folder = step_dir(self.out, step.index)
                 save_version(folder, model, cfg_dict, step.index, self.strategies, states, blobs)
                 save_progress(self.out, progress)
+                shutil.rmtree(self.epoch_state_dir, ignore_errors=True)  # the step is saved
                 logger.info(
                     "step %d/%d: micro %.1f%% macro %.1f%% (%.1fs training)",
                     step.index + 1,

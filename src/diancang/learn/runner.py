@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from diancang.learn.blobs import Blobs
 from diancang.learn.early_stop import Best
 from diancang.learn.evaluate import evaluate
 from diancang.learn.long_sentences import fit_windows
+from diancang.learn.resume import EpochState, LoadMore, More
 from diancang.learn.teacher import TeacherCache
 from diancang.model.features import collate
 from diancang.model.tagger import Tagger, TaggerOutput
@@ -97,6 +99,9 @@ class StepRunner:
         self.steps_total: int | None = None
         #: ``on_batch(done, total, desc)``: called after every batch (jobs report progress).
         self.on_batch: Callable[[int, int, str], None] | None = None
+        #: Where an unfinished step's training state is saved after every epoch (None: not
+        #: saved; ``diancang run`` sets it, see :meth:`_epoch_state`).
+        self.epoch_state_dir: Path | None = None
 
     @property
     def is_main(self) -> bool:
@@ -165,11 +170,13 @@ class StepRunner:
         after_update: Callable[[], None] | None = None,
         after_epoch: Callable[[int], bool] | None = None,
         extra: list[nn.Module] | None = None,
+        resume: EpochState | None = None,
     ) -> int:
         """The training loop every phase uses: AdamW (encoder and head learning rates), linear
         warm-up and decay, gradient clipping, ``accelerate`` and a progress bar.
         ``after_epoch(epoch)`` returning True stops the loop (early stopping); ``extra``
-        modules (strategies' own) are optimised with the head's learning rate. Returns the
+        modules (strategies' own) are optimised with the head's learning rate; ``resume``
+        saves the training state after every epoch and starts from a saved one. Returns the
         epochs run."""
         from tqdm.auto import tqdm
 
@@ -178,14 +185,20 @@ class StepRunner:
         for m in extra:
             m.to(acc.device).train()
         opt, sched = self._optimizer(model, len(loader), epochs, lr, head_lr, extra)
+        generator = getattr(loader, "generator", None)
+        start, stopped = (0, False)
+        if resume is not None:
+            start, stopped = resume.restore(model, extra, opt, sched, generator)
         wrapped, opt, loader, sched = acc.prepare(model, opt, loader, sched)
         wrapped.train()
         total = len(loader) * epochs
         show = self.config.train.progress and self.is_main
         # disable=None: tqdm turns itself off when stderr is not a terminal (logs, CI).
-        bar = tqdm(total=total, desc=desc, disable=None if show else True, leave=False)
-        done = epoch = 0
-        for epoch in range(epochs):
+        done = len(loader) * start
+        bar = tqdm(total=total, initial=done, desc=desc, disable=None if show else True,
+                   leave=False)  # fmt: skip
+        epoch = start - 1
+        for epoch in range(start, start if stopped else epochs):
             bar.set_description(f"{desc} epoch {epoch + 1}/{epochs}")
             began, losses = time.perf_counter(), []
             for batch in loader:
@@ -213,13 +226,30 @@ class StepRunner:
                     sum(losses) / max(1, len(losses)),
                     time.perf_counter() - began,
                 )
+            stop = False
             if after_epoch is not None:
                 stop = after_epoch(epoch)
                 wrapped.train()
-                if stop:
-                    break
+            if resume is not None:
+                resume.save(epoch + 1, stop, model, extra, opt, sched, generator)
+            if stop:
+                break
         bar.close()
         return epoch + 1 if epochs else 0
+
+    def _epoch_state(self, ctx: StepContext, more: More, load_more: LoadMore) -> EpochState | None:
+        """The step's state saved after every epoch, to resume a killed run from (None: not
+        saved). Only with ``epoch_state_dir`` set and ``train.epoch_checkpoints``, on one
+        process, and when every strategy can resume mid-step (``resumes_mid_step``)."""
+        if (
+            self.epoch_state_dir is None
+            or not self.config.train.epoch_checkpoints
+            or self.accelerator.num_processes > 1
+            or not all(s.resumes_mid_step for s in self.strategies)
+        ):
+            return None
+        config = self.config.model_dump(mode="json")
+        return EpochState.of_step(self.epoch_state_dir, config, ctx.step.index, more, load_more)
 
     # ----------------------------------------------------------------------------- one step
     def run_step(
@@ -290,8 +320,14 @@ class StepRunner:
             audit.align(data, ctx.step.train)
         loader = self.loader(ctx.model, data, self.config.seed + ctx.step.index)
         self.epoch_scores = []
-        eval_seconds = [0.0]
+        # training seconds: now - start - dev scoring - state saving + a killed run's seconds
+        clock = {"start": start, "eval": 0.0, "before": 0.0}
         best = Best(tc.patience)
+        resume: EpochState | None = None  # set below, once its callbacks are defined
+
+        def trained() -> float:
+            saving = resume.saving if resume is not None else 0.0
+            return time.perf_counter() - clock["start"] - clock["eval"] - saving + clock["before"]
 
         def after_update() -> None:
             for strat, c in pairs:
@@ -301,11 +337,33 @@ class StepRunner:
             # With patience every process scores dev itself, so all stop at the same epoch.
             if not ctx.step.dev or not (tc.patience or (tc.eval_each_epoch and self.is_main)):
                 return False
-            elapsed = time.perf_counter() - start - eval_seconds[0]
-            seconds, macro = self._epoch_eval(ctx, epoch, elapsed)
-            eval_seconds[0] += seconds
+            seconds, macro = self._epoch_eval(ctx, epoch, trained())
+            clock["eval"] += seconds
             return best.update(macro, ctx.model)
 
+        def more() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            tensors = {f"best.{k}": v for k, v in (best.weights or {}).items()}
+            return tensors, {
+                "best": [best.f1, best.since, best.weights is not None],
+                "epoch_scores": self.epoch_scores,
+                "seconds": trained(),
+                "strategies": [strat.epoch_state(c) for strat, c in pairs],
+                "audit": None if audit is None else audit.state(),
+            }
+
+        def load_more(tensors: dict[str, torch.Tensor], saved: dict[str, Any]) -> None:
+            best.f1, best.since, has_weights = saved["best"]
+            best.weights = {k[5:]: v for k, v in tensors.items()} if has_weights else None
+            self.epoch_scores = [*saved["epoch_scores"]]
+            if self.epoch_scores:
+                self.epoch_scores[-1] = {**self.epoch_scores[-1], "resumed_after": True}
+            clock.update(start=time.perf_counter(), eval=0.0, before=saved["seconds"])
+            for (strat, c), state in zip(pairs, saved["strategies"], strict=True):
+                strat.load_epoch_state(c, state)
+            if audit is not None:
+                audit.load_state(saved["audit"])
+
+        resume = self._epoch_state(ctx, more, load_more)
         teacher = None
         if ctx.previous is not None:
             hidden = any(strat.needs_hidden_states for strat, _ in pairs)
@@ -324,13 +382,14 @@ class StepRunner:
             after_update=after_update,
             after_epoch=after_epoch,
             extra=[m for strat, c in pairs for m in strat.modules(c)],
+            resume=resume,
         )
         best.restore(ctx.model)
         for strat, c in pairs:
             weights = strat.final_weights(c)
             if weights is not None:
                 ctx.model.load_state_dict(weights, strict=False)
-        seconds = time.perf_counter() - start - eval_seconds[0]
+        seconds = trained()
         self.accelerator.wait_for_everyone()
         self.accelerator.free_memory()
         return seconds, len(loader.dataset) * ran  # type: ignore[arg-type]

@@ -168,6 +168,11 @@ class Strategy:
     needs_hidden_states: ClassVar[bool] = False
     #: The heads it works with (``prompt_span`` logits are pointers, not label scores).
     heads: ClassVar[frozenset[str]] = frozenset({"linear", "label_semantic"})
+    #: Whether a killed step may go on after its last whole epoch
+    #: (:mod:`diancang.learn.resume`): the strategy's hooks change nothing during a step but
+    #: its :meth:`modules`' weights, or it saves the rest with :meth:`epoch_state`. False: the
+    #: step starts over.
+    resumes_mid_step: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -219,6 +224,14 @@ class Strategy:
 
     def after_update(self, ctx: StepContext) -> None:
         """Called after every optimizer step."""
+
+    def epoch_state(self, ctx: StepContext) -> dict[str, Any]:
+        """What the hooks have accumulated by the end of an epoch, as JSON, saved so that a
+        killed step can go on (the :meth:`modules`' weights are saved by the runner)."""
+        return {}
+
+    def load_epoch_state(self, ctx: StepContext, state: dict[str, Any]) -> None:
+        """Put back what :meth:`epoch_state` returned (into ``ctx.work``)."""
 
     def final_weights(self, ctx: StepContext) -> dict[str, torch.Tensor] | None:
         """A state dict (or part of one) to load into the model when the step's training ends."""

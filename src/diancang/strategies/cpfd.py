@@ -114,6 +114,7 @@ class CPFD(Strategy):
     """CPFD: pooled feature distillation + confidence-based pseudo-labels for O tokens."""
 
     name = "cpfd"
+    resumes_mid_step = True
     needs_previous = True
     needs_hidden_states = True
 

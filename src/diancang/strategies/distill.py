@@ -73,6 +73,7 @@ class Distill(DistilsO):
     """ExtendNER/LwF: cross-entropy on new-type tokens, KL to the previous model on O tokens."""
 
     name = "distill"
+    resumes_mid_step = True
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -21,6 +21,7 @@ class FGM(Strategy):
     """Adversarial perturbation of the word embeddings; adds the adversarial loss."""
 
     name = "fgm"
+    resumes_mid_step = True
     heads = ALL_HEADS
 
     class Params(BaseModel):

@@ -10,4 +10,5 @@ class Finetune(Strategy):
     """Train on the current step's data (non-current types appear as ``O``); nothing else."""
 
     name = "finetune"
+    resumes_mid_step = True
     heads = ALL_HEADS

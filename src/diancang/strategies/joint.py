@@ -15,6 +15,7 @@ class Joint(Strategy):
     """Replace the step's data by every training sentence of steps <= t, all seen types kept."""
 
     name = "joint"
+    resumes_mid_step = True
     heads = ALL_HEADS
 
     def train_data(self, ctx: StepContext, data: list[Sentence]) -> list[Sentence]:

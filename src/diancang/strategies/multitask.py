@@ -189,6 +189,7 @@ class MultiTask(Strategy):
 
     name = "multitask"
     Params = Params
+    resumes_mid_step = True
 
     class State(StrategyState):
         """The auxiliary heads (a safetensors blob) and each step's report."""
@@ -321,6 +322,23 @@ class MultiTask(Strategy):
             counts[:, 0].index_add_(0, tasks.cpu(), right)
             counts[:, 1].index_add_(0, tasks.cpu(), torch.ones_like(right))
         return terms
+
+    def epoch_state(self, ctx: StepContext) -> dict[str, Any]:
+        """The batches seen, the epoch's plan left, and the discriminator's tallies."""
+        w = ctx.work
+        return {
+            "seen": w["seen"],
+            "plan": w["plan"],
+            "stats": w["stats"],
+            "epoch_counts": w["epoch_counts"].tolist(),
+            "by_epoch": w["by_epoch"],
+        }
+
+    def load_epoch_state(self, ctx: StepContext, state: dict[str, Any]) -> None:
+        w = ctx.work
+        w.update(seen=state["seen"], stats=dict(state["stats"]), by_epoch=list(state["by_epoch"]))
+        w["plan"] = [[(name, i) for name, i in rides] for rides in state["plan"]]
+        w["epoch_counts"] = torch.tensor(state["epoch_counts"], dtype=w["epoch_counts"].dtype)
 
     @staticmethod
     def _shared(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
