@@ -75,6 +75,7 @@ class BiC(Strategy):
     """Fit alpha, beta on held-out dev sentences and rescale the new labels' logits (BiC)."""
 
     name = "bic"
+    resumes_mid_step = True
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -101,6 +101,7 @@ class Exemplars(Strategy):
     """Replay memory of k sentences per type, chosen by herding on entity features."""
 
     name = "exemplars"
+    resumes_mid_step = True
     heads = ALL_HEADS
 
     class Params(BaseModel):
