@@ -158,10 +158,13 @@ class TestStrategyContract:
         assert straight.progress.results == again.progress.results  # every step's test scores
         weights, resumed = straight.model.state_dict(), again.model.state_dict()
         assert weights.keys() == resumed.keys()
-        # Bit-identical, except that a teacher's outputs, cached per sentence in the killed
-        # run, are recomputed in other batches (other padding): float rounding, ~1e-7 here,
-        # where a generator left unrestored moves weights by 1e-4 to 1e-3.
-        tol = 1e-5 if strategies.get(name).needs_previous else 0.0
+        # Bit-identical, but for float rounding (~1e-7 to 1e-6 here, where a generator left
+        # unrestored moves weights by 1e-4 to 1e-3) where a teacher's outputs, cached per
+        # sentence in the killed run, are recomputed in other batches (other padding), and in
+        # ctr, whose model reloaded from a version folder computes with other rounding than
+        # the one in memory (a run resumed at a step's start differs as much).
+        rounds = strategies.get(name).needs_previous or name == "ctr"
+        tol = 1e-5 if rounds else 0.0
         for k, v in weights.items():
             assert torch.allclose(v, resumed[k], rtol=0.0, atol=tol), k
 

@@ -30,6 +30,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from diancang.errors import DiancangError
+
 logger = logging.getLogger("diancang.learn")
 
 #: ``more()``: what the caller adds to the state (tensors, JSON); ``load_more(tensors, json)``
@@ -49,29 +51,58 @@ def _take(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
-def optimizer_state(opt: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """An optimizer's ``state_dict()`` split into tensors (``opt.<param>.<key>``) and JSON."""
+def _param_names(opt: Any, modules: dict[str, nn.Module]) -> list[str]:
+    """The name of each parameter the optimizer holds, in its ``state_dict()`` order (modules'
+    parameters named ``prefix.name``): a model rebuilt from a version folder may list its
+    parameters in another order, so saved slots are matched by name, not position."""
+    names = {id(q): f"{k}.{n}" for k, m in modules.items() for n, q in m.named_parameters()}
+    return [names[id(q)] for group in opt.param_groups for q in group["params"]]
+
+
+def optimizer_state(
+    opt: Any, modules: dict[str, nn.Module]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer's ``state_dict()`` split into tensors (``opt.<param name>.<key>``) and JSON,
+    its slots named by parameter (see :func:`_param_names`)."""
     sd = opt.state_dict()
+    names = _param_names(opt, modules)
     tensors, plain = {}, {}
     for index, slots in sd["state"].items():
         for key, value in slots.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"opt.{index}.{key}"] = value.detach().cpu().clone().contiguous()
+                tensors[f"opt.{names[index]}/{key}"] = value.detach().cpu().clone().contiguous()
             else:
-                plain[f"{index}.{key}"] = value
-    return tensors, {"param_groups": sd["param_groups"], "plain": plain}
+                plain[f"{names[index]}/{key}"] = value
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in sd["param_groups"]]
+    sizes = [len(g["params"]) for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "sizes": sizes, "plain": plain}
 
 
-def load_optimizer_state(opt: Any, tensors: dict[str, torch.Tensor], saved: dict[str, Any]) -> None:
-    """Inverse of :func:`optimizer_state`."""
-    state: dict[int, dict[str, Any]] = {}
+def load_optimizer_state(
+    opt: Any, modules: dict[str, nn.Module], tensors: dict[str, torch.Tensor], saved: dict[str, Any]
+) -> None:
+    """Inverse of :func:`optimizer_state`, matching slots to parameters by name."""
+    names = _param_names(opt, modules)
+    sizes = [len(g["params"]) for g in opt.param_groups]
+    if sizes != saved["sizes"]:
+        raise DiancangError(
+            f"the saved optimizer holds parameter groups of {saved['sizes']} parameters, this "
+            f"step's {sizes}",
+            fix="start the step over: pass --restart (or remove output_dir/work/epoch-state)",
+        )
+    by_name: dict[str, dict[str, Any]] = {}
     for name, value in _take("opt", tensors).items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
+        param, key = name.rsplit("/", 1)
+        by_name.setdefault(param, {})[key] = value
     for name, value in saved["plain"].items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    opt.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+        param, key = name.rsplit("/", 1)
+        by_name.setdefault(param, {})[key] = value
+    state = {i: by_name[n] for i, n in enumerate(names) if n in by_name}
+    groups, start = [], 0
+    for group, size in zip(saved["param_groups"], sizes, strict=True):
+        groups.append({**group, "params": list(range(start, start + size))})
+        start += size
+    opt.load_state_dict({"state": state, "param_groups": groups})
 
 
 def rng_state(generator: torch.Generator | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -144,7 +175,7 @@ class EpochState:
         tensors = _tensors("model", model.state_dict())
         for i, m in enumerate(extra):
             tensors.update(_tensors(f"extra{i}", m.state_dict()))
-        opt_tensors, opt_plain = optimizer_state(opt)
+        opt_tensors, opt_plain = optimizer_state(opt, self._named(model, extra))
         rng_tensors, rng_plain = rng_state(generator)
         more_tensors, more_plain = self.more()
         tensors.update({**opt_tensors, **rng_tensors, **_tensors("more", more_tensors)})
@@ -193,12 +224,16 @@ class EpochState:
         model.load_state_dict(_take("model", tensors))
         for i, m in enumerate(extra):
             m.load_state_dict(_take(f"extra{i}", tensors))
-        load_optimizer_state(opt, tensors, plain["optimizer"])
+        load_optimizer_state(opt, self._named(model, extra), tensors, plain["optimizer"])
         sched.load_state_dict(plain["scheduler"])
         load_rng_state(generator, tensors, plain["rng"])
         self.load_more(_take("more", tensors), plain["more"])
         logger.info("resuming the step after epoch %d (%s)", plain["epochs_done"], folder)
         return int(plain["epochs_done"]), bool(plain["stopped"])
+
+    @staticmethod
+    def _named(model: nn.Module, extra: list[nn.Module]) -> dict[str, nn.Module]:
+        return {"model": model, **{f"extra{i}": m for i, m in enumerate(extra)}}
 
     def clear(self) -> None:
         """Remove the saved state (the step finished)."""

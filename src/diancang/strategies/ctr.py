@@ -80,6 +80,7 @@ class Ctr(Strategy):
 
     name = "ctr"
     Params = Params
+    resumes_mid_step = True
     heads = frozenset({"linear"})
 
     class State(StrategyState):
@@ -152,6 +153,14 @@ class Ctr(Strategy):
         assert ctx.model.plugins is not None
         ctx.model.plugins.clamp_embeddings(work.task)
         self._slope(ctx, work)
+
+    def epoch_state(self, ctx: StepContext) -> dict[str, Any]:
+        """The updates so far (where the masks' slope has got to)."""
+        return {"batch": ctx.work.batch}
+
+    def load_epoch_state(self, ctx: StepContext, state: dict[str, Any]) -> None:
+        ctx.work.batch = state["batch"]
+        self._slope(ctx, ctx.work)
 
     def end_step(self, ctx: StepContext) -> State:
         """Binarise the task's masks (its units become protected), unfreeze, report."""

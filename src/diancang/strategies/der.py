@@ -78,6 +78,7 @@ class Der(Strategy):
 
     name = "der"
     Params = Params
+    resumes_mid_step = True
     heads = frozenset({"linear"})
 
     class State(StrategyState):
