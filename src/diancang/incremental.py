@@ -26,7 +26,8 @@ from diancang.data.record import Sentence
 from diancang.data.writers import write_jsonl
 from diancang.learn.blobs import Blobs
 from diancang.learn.evaluate import evaluate
-from diancang.learn.runner import StepRunner, seed_everything
+from diancang.learn.optim import seed_everything
+from diancang.learn.runner import StepRunner
 from diancang.learn.version import continue_from, read_record, save_version
 from diancang.model.tagger import Tagger
 from diancang.pipeline import as_model_reads, load_data, model_factory

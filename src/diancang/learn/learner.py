@@ -28,7 +28,8 @@ from diancang.learn.checkpoint import (
     step_dir,
 )
 from diancang.learn.evaluate import evaluate
-from diancang.learn.runner import StepRunner, seed_everything
+from diancang.learn.optim import seed_everything
+from diancang.learn.runner import StepRunner
 from diancang.learn.version import continue_from, save_version
 from diancang.model.tagger import Tagger
 from diancang.provenance import git_commit, peak_memory_mb

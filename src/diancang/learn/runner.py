@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import copy
 import logging
-import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -30,6 +28,7 @@ from diancang.learn.blobs import Blobs
 from diancang.learn.early_stop import Best
 from diancang.learn.evaluate import evaluate
 from diancang.learn.long_sentences import fit_windows
+from diancang.learn.optim import make_optimizer
 from diancang.learn.resume import EpochState, LoadMore, More
 from diancang.learn.teacher import TeacherCache
 from diancang.model.features import collate
@@ -48,24 +47,6 @@ logger = logging.getLogger("diancang.learn")
 
 #: ``loss_fn(model, batch) -> scalar``: what :meth:`StepRunner.fit` minimises.
 LossFn = Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def _linear_warmup(total: int, warmup: float) -> Callable[[int], float]:
-    n_warm = max(1, int(total * warmup))
-
-    def factor(i: int) -> float:
-        if i < n_warm:
-            return (i + 1) / n_warm
-        return max(0.0, (total - i) / max(1, total - n_warm))
-
-    return factor
 
 
 @dataclass
@@ -134,29 +115,6 @@ class StepRunner:
             collate_fn=collate_fn,
         )
 
-    def _optimizer(
-        self,
-        model: Tagger,
-        n_batches: int,
-        epochs: int,
-        lr: float,
-        head_lr: float,
-        extra: Sequence[nn.Module] = (),
-    ) -> tuple[Any, Any]:
-        tc = self.config.train
-        towers = [model.encoder] + ([model.branches] if model.branches is not None else [])
-        enc = [p for m in towers for p in m.parameters() if p.requires_grad]  # encoder rate
-        enc_ids = {id(p) for p in enc}
-        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids]
-        rest += [p for m in extra for p in m.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(
-            [{"params": enc, "lr": lr}, {"params": rest, "lr": head_lr}],
-            weight_decay=tc.weight_decay,
-        )
-        total = max(1, n_batches * epochs)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _linear_warmup(total, tc.warmup))
-        return opt, sched
-
     def fit(
         self,
         model: Tagger,
@@ -184,7 +142,8 @@ class StepRunner:
         extra = extra or []
         for m in extra:
             m.to(acc.device).train()
-        opt, sched = self._optimizer(model, len(loader), epochs, lr, head_lr, extra)
+        tc = self.config.train
+        opt, sched = make_optimizer(model, len(loader), epochs, lr, head_lr, tc, extra)
         generator = getattr(loader, "generator", None)
         start, stopped = (0, False)
         if resume is not None:

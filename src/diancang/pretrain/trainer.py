@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from diancang.errors import ConfigError
+from diancang.learn.resume import load_optimizer_state, optimizer_state
 from diancang.model.encoder import (
     load_pretrained_encoder,
     strip_pooler,
@@ -70,26 +71,6 @@ def _rate(cfg: PretrainConfig, total: int, update: int, encoder: bool) -> float:
     span = max(1, total - start)
     k, warm = update - start, max(1, round(cfg.warmup * span))
     return (k + 1) / warm if k < warm else max(0.0, (span - k) / max(1, span - warm))
-
-
-def _flat_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], Any]:
-    sd = opt.state_dict()
-    tensors = {
-        f"{i}.{k}": torch.as_tensor(v).contiguous()
-        for i, st in sd["state"].items()
-        for k, v in st.items()
-    }
-    return tensors, sd["param_groups"]
-
-
-def _load_optimizer(
-    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: Any
-) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, t in tensors.items():
-        i, k = name.split(".", 1)
-        state.setdefault(int(i), {})[k] = t
-    opt.load_state_dict({"state": state, "param_groups": groups})
 
 
 def _evaluate(
@@ -170,7 +151,9 @@ def pretrain(cfg: PretrainConfig, restart: bool = False) -> Path:
         with torch.no_grad():
             for k, v in params.items():
                 v.copy_(weights[k])
-        _load_optimizer(opt, load_file(str(ckpt / "optimizer.safetensors")), saved["groups"])
+        named = {"encoder": encoder, "head": head}
+        optimizer = load_file(str(ckpt / "optimizer.safetensors"))
+        load_optimizer_state(opt, named, optimizer, saved["optimizer"])
         if (ckpt / "average.safetensors").is_file():
             average = load_file(str(ckpt / "average.safetensors"))
         start, losses, averaged = saved["update"], saved["losses"], saved["averaged"]
@@ -226,7 +209,7 @@ def pretrain(cfg: PretrainConfig, restart: bool = False) -> Path:
                 {k: v.detach().contiguous() for k, v in params.items()},
                 str(ckpt / "weights.safetensors"),
             )
-            tensors, groups = _flat_optimizer(opt)
+            tensors, optimizer_plain = optimizer_state(opt, {"encoder": encoder, "head": head})
             save_file(tensors, str(ckpt / "optimizer.safetensors"))
             if average:
                 save_file(
@@ -237,7 +220,7 @@ def pretrain(cfg: PretrainConfig, restart: bool = False) -> Path:
                 "config": identity,
                 "update": update + 1,
                 "losses": losses,
-                "groups": groups,
+                "optimizer": optimizer_plain,
                 "averaged": averaged,
                 "before": before,
             }
