@@ -62,7 +62,7 @@ def _param_names(opt: Any, modules: dict[str, nn.Module]) -> list[str]:
 def optimizer_state(
     opt: Any, modules: dict[str, nn.Module]
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """An optimizer's ``state_dict()`` split into tensors (``opt.<param name>.<key>``) and JSON,
+    """An optimizer's ``state_dict()`` split into tensors (``opt.<param name>/<key>``) and JSON,
     its slots named by parameter (see :func:`_param_names`)."""
     sd = opt.state_dict()
     names = _param_names(opt, modules)
