@@ -18,6 +18,9 @@ return. Per step the step runner calls, for each strategy in order:
 5. ``end_step(ctx) -> State | None``: the strategy's carried state (a typed pydantic model of
    sentences and blob hashes, never pool indices or paths). It is saved with the version the step
    produces and handed back as ``ctx.state`` when a step starts from that version.
+6. ``epoch_state(ctx) -> dict`` / ``load_epoch_state(ctx, state)``: for a strategy with
+   ``resumes_mid_step``, what of ``ctx.work`` a step needs to go on after its last whole epoch
+   (saved after every epoch by ``diancang run``; see ``diancang.learn.resume``).
 
 Hyperparameters are a pydantic ``Params`` model per strategy (unknown keys rejected), filled from
 ``strategy_params.<name>`` in the run config.
