@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from diancang.config import validate_as
 from diancang.errors import ConfigError
+from diancang.learn.optim import linear_warmup
 from diancang.model.encoder import build_vocab, load_pretrained_encoder, tiny_random_encoder
 from diancang.model.features import Encoded
 from diancang.pretrain import trainer
@@ -111,6 +112,14 @@ def _config(tmp_path, out, **extra) -> PretrainConfig:
         **extra,
     }
     return validate_as(PretrainConfig, raw)
+
+
+def test_the_delayed_schedule_is_zero_then_warms_up_and_decays_to_zero():
+    head, enc = linear_warmup(20, 0.25), linear_warmup(20, 0.25, start=4)
+    assert [head(i) for i in range(5)] == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert [enc(i) for i in range(4)] == [0.0] * 4
+    assert [enc(i) for i in range(4, 10)] == [0.25, 0.5, 0.75, 1.0, 1.0, 11 / 12]
+    assert enc(19) == pytest.approx(1 / 12) and head(19) == pytest.approx(1 / 15)
 
 
 def test_mlm_loss_falls_and_the_encoder_loads_with_its_tokenizer(tmp_path):

@@ -21,13 +21,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _linear_warmup(total: int, warmup: float) -> Callable[[int], float]:
-    n_warm = max(1, int(total * warmup))
+def linear_warmup(total: int, warmup: float, start: int = 0) -> Callable[[int], float]:
+    """The learning-rate factor of update ``i`` (0-based): 0 before ``start``, then a linear
+    warm-up over ``warmup`` of the remaining ``total - start`` updates and a linear decay to
+    0 at ``total``."""
+    span = max(1, total - start)
+    n_warm = max(1, int(span * warmup))
 
     def factor(i: int) -> float:
-        if i < n_warm:
-            return (i + 1) / n_warm
-        return max(0.0, (total - i) / max(1, total - n_warm))
+        k = i - start
+        if k < 0:
+            return 0.0
+        if k < n_warm:
+            return (k + 1) / n_warm
+        return max(0.0, (span - k) / max(1, span - n_warm))
 
     return factor
 
@@ -54,5 +61,5 @@ def make_optimizer(
         weight_decay=train.weight_decay,
     )
     total = max(1, n_batches * epochs)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _linear_warmup(total, train.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup(total, train.warmup))
     return opt, sched

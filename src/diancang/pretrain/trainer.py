@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from diancang.errors import ConfigError
+from diancang.learn.optim import linear_warmup
 from diancang.learn.resume import load_optimizer_state, optimizer_state
 from diancang.model.encoder import (
     load_pretrained_encoder,
@@ -60,17 +61,6 @@ def _kept_ids(cfg: PretrainConfig, probe: TokenEncoder, texts: list[Any]) -> lis
     if cfg.max_vocab is not None:
         ranked = ranked[: max(0, cfg.max_vocab - len(always))]
     return sorted(always | set(ranked))
-
-
-def _rate(cfg: PretrainConfig, total: int, update: int, encoder: bool) -> float:
-    """The learning-rate factor at ``update``: linear warm-up and decay; the encoder's starts
-    after ``head_warmup``."""
-    start = min(cfg.head_warmup, total - 1) if encoder else 0
-    if update < start:
-        return 0.0
-    span = max(1, total - start)
-    k, warm = update - start, max(1, round(cfg.warmup * span))
-    return (k + 1) / warm if k < warm else max(0.0, (span - k) / max(1, span - warm))
 
 
 def _evaluate(
@@ -134,8 +124,12 @@ def pretrain(cfg: PretrainConfig, restart: bool = False) -> Path:
     )
     per_epoch = math.ceil(len(items) / cfg.batch_size)
     total = min(cfg.max_updates or per_epoch * cfg.epochs, per_epoch * cfg.epochs)
+    # the encoder's rate is 0 while the fresh head trains alone, then warms up like the head's
+    delay = min(cfg.head_warmup, total - 1)
+    rates = (linear_warmup(total, cfg.warmup, delay), linear_warmup(total, cfg.warmup))
     params = {f"encoder.{k}": v for k, v in encoder.named_parameters()}
     params |= {f"head.{k}": v for k, v in head.named_parameters()}
+    named = {"encoder": encoder, "head": head}  # the optimizer state's parameter owners
     average: dict[str, torch.Tensor] = {}
     averaged = 0
     start, losses = 0, []
@@ -151,7 +145,6 @@ def pretrain(cfg: PretrainConfig, restart: bool = False) -> Path:
         with torch.no_grad():
             for k, v in params.items():
                 v.copy_(weights[k])
-        named = {"encoder": encoder, "head": head}
         optimizer = load_file(str(ckpt / "optimizer.safetensors"))
         load_optimizer_state(opt, named, optimizer, saved["optimizer"])
         if (ckpt / "average.safetensors").is_file():
@@ -179,10 +172,8 @@ def pretrain(cfg: PretrainConfig, restart: bool = False) -> Path:
             loss, _ = mlm_loss(encoder, head, masked_batch(picked, cfg.masking, tok, vocab, rng))
             loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
-        for group, base, is_enc in zip(
-            opt.param_groups, (cfg.lr, cfg.head_lr), (True, False), strict=True
-        ):
-            group["lr"] = base * _rate(cfg, total, update, is_enc)
+        for group, base, rate in zip(opt.param_groups, (cfg.lr, cfg.head_lr), rates, strict=True):
+            group["lr"] = base * rate(update)
         opt.step()
         opt.zero_grad()
         if cfg.average == "ema" and update >= cfg.head_warmup:
@@ -209,7 +200,7 @@ def pretrain(cfg: PretrainConfig, restart: bool = False) -> Path:
                 {k: v.detach().contiguous() for k, v in params.items()},
                 str(ckpt / "weights.safetensors"),
             )
-            tensors, optimizer_plain = optimizer_state(opt, {"encoder": encoder, "head": head})
+            tensors, optimizer_plain = optimizer_state(opt, named)
             save_file(tensors, str(ckpt / "optimizer.safetensors"))
             if average:
                 save_file(
