@@ -312,8 +312,9 @@ class StepRunner:
 
         def load_more(tensors: dict[str, torch.Tensor], saved: dict[str, Any]) -> None:
             best.f1, best.since, has_weights = saved["best"]
-            weights = {k.removeprefix("best."): v for k, v in tensors.items()}
-            best.weights = weights if has_weights else None
+            best.weights = (
+                {k.removeprefix("best."): v for k, v in tensors.items()} if has_weights else None
+            )
             self.epoch_scores = [*saved["epoch_scores"]]
             if self.epoch_scores:
                 self.epoch_scores[-1] = {**self.epoch_scores[-1], "resumed_after": True}
