@@ -221,10 +221,14 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def plot_discriminator(report: dict[str, Any], path: Path) -> bool:
-    """The discriminator's balanced accuracy epoch by epoch, a line per run that recorded it,
-    chance as a dashed line and the goal's band (chance +- 0.1) shaded; False without any."""
-    rows = [r for r in report["runs"] if r.get("discriminator_by_epoch")]
-    if not rows:
+    """The discriminator's balanced accuracy epoch by epoch: a panel per arm and budget, a line
+    per seed, chance as a dashed line and the goal's band (chance +- 0.1) shaded; False without
+    any run that recorded it."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in report["runs"]:
+        if r.get("discriminator_by_epoch"):
+            groups.setdefault(f"{r['arm']}, {r['budget']}", []).append(r)
+    if not groups:
         return False
     import matplotlib
 
@@ -232,18 +236,26 @@ def plot_discriminator(report: dict[str, Any], path: Path) -> bool:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    for r in rows:
-        ys = r["discriminator_by_epoch"]
-        label = f"{r['arm']} {r['budget']} s{r['seed']}"
-        ax.plot(range(1, len(ys) + 1), ys, marker=".", lw=1, label=label)
-    ax.axhspan(0.4, 0.6, color="grey", alpha=0.15)
-    ax.axhline(0.5, color="grey", ls="--", lw=1)
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("balanced accuracy (2 tasks)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
+    cols = min(3, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.4 * cols, 2.6 * rows), sharey=True, squeeze=False
+    )
+    for ax, (title, runs) in zip(axes.flat, groups.items(), strict=False):
+        for r in runs:
+            ys = r["discriminator_by_epoch"]
+            ax.plot(range(1, len(ys) + 1), ys, marker=".", lw=1, label=f"seed {r['seed']}")
+        ax.axhspan(0.4, 0.6, color="grey", alpha=0.15)
+        ax.axhline(0.5, color="grey", ls="--", lw=1)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=6)
+    for ax in axes.flat[len(groups) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("balanced accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
