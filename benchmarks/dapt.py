@@ -5,7 +5,8 @@ with e5-small as it ships, after ``diancang pretrain`` on (a) the training text 
 (b) ``unlabeled_zh`` (news headlines with keywords, shop reviews); and the best continual
 strategy (:data:`benchmarks.specs.BEST`) on CLUENER FG-2-PG-2 with and without ``adapt``. The
 fine-tuning budget is the same in every row of a dataset; pre-training's cost is reported
-beside it. Pre-trained encoders are kept under ``runs/bench/dapt/encoders``, runs in
+beside it. Pre-trained encoders are kept under ``runs/bench/dapt/encoders`` (the
+``unlabeled_zh`` one shared by both datasets), runs in
 ``results/dapt[-quick].json`` with the same config are kept (the JSON is written after every
 row, and a kept row does not pre-train its encoder again), so a session can add rows.
 """
@@ -84,8 +85,10 @@ def sources(corpus: str, dataset: str, data_dir: Path) -> list[dict[str, Any]]:
 
 
 def encoder_dir(corpus: str, dataset: str, quick: bool, work: Path) -> Path:
-    """Where the encoder pre-trained on ``corpus`` for ``dataset`` is written."""
-    return work / "encoders" / f"{dataset}-{corpus}{'-quick' if quick else ''}"
+    """Where the encoder pre-trained on ``corpus`` for ``dataset`` is written: ``unlabeled``'s
+    texts are the same for every dataset, so its encoder is trained once and shared."""
+    name = corpus if corpus == "unlabeled" else f"{dataset}-{corpus}"
+    return work / "encoders" / f"{name}{'-quick' if quick else ''}"
 
 
 def pretrained(corpus: str, dataset: str, data_dir: Path, quick: bool, work: Path) -> Path:

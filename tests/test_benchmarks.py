@@ -516,6 +516,17 @@ def test_dapt_keeps_finished_rows_without_pretraining_and_saves_after_each_row(
     assert [r["row"] for r in saved["runs"]] == ["weibo-joint-none", kept_row]
 
 
+def test_dapt_trains_the_unlabeled_encoder_once_for_both_datasets(tmp_path):
+    import benchmarks.dapt as dapt
+
+    shared = {dapt.encoder_dir("unlabeled", d, False, tmp_path) for d in dapt.DATASETS}
+    own = {dapt.encoder_dir("train", d, False, tmp_path) for d in dapt.DATASETS}
+    assert len(shared) == 1 and len(own) == len(dapt.DATASETS)
+    assert dapt.sources("unlabeled", "weibo", tmp_path) == dapt.sources(
+        "unlabeled", "cluener", tmp_path
+    )
+
+
 def test_a_benchmark_command_writes_its_page_after_every_run(tmp_path, monkeypatch):
     import benchmarks.run as run
 
