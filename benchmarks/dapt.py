@@ -71,6 +71,11 @@ PRETRAIN: dict[str, Any] = {
     "heldout": 200,
 }
 
+#: Every corpus gets the same 1,500 updates (48,000 texts): about 42 passes over Weibo's training
+#: text (task-adaptive pre-training runs many passes over a small corpus), 4.5 over CLUENER's and
+#: 1.2 over ``unlabeled_zh``. The first ``head_warmup`` (50) train the new MLM head alone.
+PRETRAIN_BUDGET: dict[str, Any] = {"epochs": 100, "max_updates": 1500}
+
 
 def sources(corpus: str, dataset: str, data_dir: Path) -> list[dict[str, Any]]:
     """The texts of a pre-training corpus: ``train`` (the dataset's own training text) or
@@ -94,7 +99,7 @@ def encoder_dir(corpus: str, dataset: str, quick: bool, work: Path) -> Path:
 def pretrained(corpus: str, dataset: str, data_dir: Path, quick: bool, work: Path) -> Path:
     """The encoder pre-trained on ``corpus`` for ``dataset`` (trained once, then kept)."""
     out = encoder_dir(corpus, dataset, quick, work)
-    budget = {"max_updates": 20, "heldout": 20} if quick else {"epochs": 2, "max_updates": 1500}
+    budget = {"max_updates": 20, "heldout": 20} if quick else PRETRAIN_BUDGET
     cfg = {
         **PRETRAIN,
         **budget,
