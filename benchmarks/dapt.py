@@ -23,7 +23,15 @@ from typing import Any
 
 import yaml
 
-from benchmarks.run import RESULTS, ROOT, new_report, page_header, run_one, save_result
+from benchmarks.run import (
+    RESULTS,
+    ROOT,
+    command_line,
+    new_report,
+    page_header,
+    run_one,
+    save_result,
+)
 from benchmarks.specs import BEST, BEST_PARAMS, E5, TRAIN_PRETRAINED, merge
 from diancang.config import validate_as
 from diancang.data.presets import default_data_dir
@@ -171,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     old = json.loads(path.read_text("utf-8"))["runs"] if path.exists() else []
     runs = {r["row"]: r for r in old}
     argv_used = argv if argv is not None else sys.argv[1:]
-    command = "python -m benchmarks.dapt " + " ".join(shlex.quote(a) for a in argv_used)
+    command = command_line("benchmarks.dapt", argv_used)
     for row in chosen:
         strategy, config, first = table[row]
         if first is not None:  # the config names the encoder's folder, trained or not yet

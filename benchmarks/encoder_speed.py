@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.run import RESULTS, ROOT
+from benchmarks.run import RESULTS, ROOT, command_line
 from benchmarks.summarize import replace_block
 from diancang.config import build_config
 from diancang.data.presets import default_data_dir, load_preset
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
     argv_used = argv if argv is not None else sys.argv[1:]
     report = {
-        "command": "python -m benchmarks.encoder_speed " + " ".join(argv_used),
+        "command": command_line("benchmarks.encoder_speed", argv_used),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "machine": {

@@ -28,13 +28,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shlex
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import ROOT, run_ceiling, run_one, save_result
+from benchmarks.run import ROOT, command_line, run_ceiling, run_commits, run_one, save_result
 from benchmarks.specs import FEWSHOT, FEWSHOT_ARMS, FEWSHOT_TRAIN, merge
 from diancang.data.presets import default_data_dir
 from diancang.evaluation.report import markdown_table
@@ -176,14 +175,10 @@ def mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run_commits(runs: list[dict[str, Any]]) -> str:
-    """``"abc123: K=10 finetune, K=10 distill; def456: K=5 finetune"``: who ran at which commit."""
-    by_commit: dict[str, list[str]] = {}
-    for r in runs:
-        commit = str(r.get("meta", {}).get("git_commit"))
-        draw = f" draw {r['draw']}" if r.get("draw", 1) != 1 else ""
-        by_commit.setdefault(commit, []).append(f"K={r.get('shots', '?')} {r.get('arm')}{draw}")
-    return "; ".join(f"{c}: {', '.join(arms)}" for c, arms in by_commit.items()) or "–"
+def shot_name(run: dict[str, Any]) -> str:
+    """``"K=10 finetune draw 2"``: a few-shot run's name on the page."""
+    draw = f" draw {run['draw']}" if run.get("draw", 1) != 1 else ""
+    return f"K={run.get('shots', '?')} {run.get('arm')}{draw}"
 
 
 def final_cell(row: dict[str, Any]) -> str:
@@ -204,7 +199,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"- command: `{report['command']}`",
         f"- date: {report['date']}; git commit of each run (a finished run is reused, so the "
-        f"rows may span commits): {run_commits(report.get('runs', []))}",
+        f"rows may span commits): {run_commits(report.get('runs', []), shot_name)}",
         f"- encoder: {meta.get('encoder')}; machine: {meta.get('machine')}",
         f"- data: {meta.get('dataset')}, type order {meta.get('type_order')}",
         f"- few-shot steps: {json.dumps(FEWSHOT_TRAIN)}; joint full-data final macro-F1: "
@@ -308,8 +303,7 @@ def main(argv: list[str] | None = None) -> None:
             by_shots.setdefault(str(k), []).append(mean_row(rows))
         report = {  # saved after each K, so a long command leaves the finished Ks behind
             "label": args.out,
-            "command": "python -m benchmarks.fewshot "
-            + " ".join(shlex.quote(a) for a in argv_used),
+            "command": command_line("benchmarks.fewshot", argv_used),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "meta": records[0]["meta"],
             "joint_final_macro": ceiling["summary"]["final"]["macro"],

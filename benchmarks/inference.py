@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import RESULTS
+from benchmarks.run import RESULTS, command_line
 from diancang.evaluation.report import markdown_table
 from diancang.pipeline import machine
 from diancang.provenance import git_commit
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
 
     argv_used = argv if argv is not None else sys.argv[1:]
     report = {
-        "command": "python -m benchmarks.inference " + " ".join(argv_used),
+        "command": command_line("benchmarks.inference", argv_used),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "machine": machine(),

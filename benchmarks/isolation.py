@@ -16,14 +16,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import RESULTS, ROOT, new_report, page_header, run_one, save_result
+from benchmarks.run import (
+    RESULTS,
+    ROOT,
+    command_line,
+    new_report,
+    page_header,
+    run_one,
+    save_result,
+)
 from benchmarks.specs import BENCHMARKS, merge
 from diancang.config import load_config
 from diancang.evaluation.report import markdown_table
@@ -89,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         {r["arm"]: r for r in json.loads(path.read_text("utf-8"))["runs"]} if path.exists() else {}
     )
     argv_used = argv if argv is not None else sys.argv[1:]
-    command = "python -m benchmarks.isolation " + " ".join(shlex.quote(a) for a in argv_used)
+    command = command_line("benchmarks.isolation", argv_used)
     for arm in args.arms.split(","):
         strategy, overrides = ARMS[arm]
         config = merge(base, overrides)

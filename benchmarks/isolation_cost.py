@@ -15,13 +15,12 @@ plain tagger of the same encoder. Writes ``results/isolation-cost.json``/``.md``
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import RESULTS, new_report, page_header, save_result
+from benchmarks.run import RESULTS, command_line, new_report, page_header, save_result
 from benchmarks.specs import BENCHMARKS
 from diancang.evaluation.report import markdown_table
 
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
 
     argv_used = argv if argv is not None else sys.argv[1:]
-    command = "python -m benchmarks.isolation_cost " + " ".join(shlex.quote(a) for a in argv_used)
+    command = command_line("benchmarks.isolation_cost", argv_used)
     run = {"command": command, "single": round(single, 1), "repeats": args.repeats, "rows": rows}
     report = new_report(
         "isolation-cost",

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import torch
 
 from benchmarks.encoder_speed import measure
-from benchmarks.run import RESULTS, save_result
+from benchmarks.run import RESULTS, command_line, save_result
 from diancang.data.presets import default_data_dir
 from diancang.evaluation.report import markdown_table
 from diancang.pipeline import machine
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     row = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
-        "command": " ".join(["python -m benchmarks.machine_speed", *(argv or sys.argv[1:])]),
+        "command": command_line("benchmarks.machine_speed", argv or sys.argv[1:]),
         "machine": machine(),
         "matmul_gflops_1_thread": matmul_gflops(1),
         f"matmul_gflops_{threads}_threads": matmul_gflops(threads),

@@ -14,13 +14,12 @@ Writes ``benchmarks/results/cluener-fewshot-prompt_span-probe[-T].{json,md}``.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import ROOT, save_result
+from benchmarks.run import ROOT, command_line, save_result
 from diancang.evaluation.report import markdown_table
 
 LABEL = "cluener-fewshot-prompt_span-probe"
@@ -108,8 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     label = f"{LABEL}-{args.tag}" if args.tag else LABEL
     report.update(
         label=label,
-        command="python -m benchmarks.prompt_span_probe "
-        + " ".join(shlex.quote(a) for a in argv_used),
+        command=command_line("benchmarks.prompt_span_probe", argv_used),
         date=datetime.now(UTC).isoformat(timespec="seconds"),
         git_commit=git_commit(),
         model=str(args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model),

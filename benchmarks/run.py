@@ -21,6 +21,7 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,14 +62,38 @@ def new_report(label: str, runs: list[dict[str, Any]], **extra: Any) -> dict[str
     return {"benchmark": label, "date": date, "git_commit": git_commit(), **extra, "runs": runs}
 
 
+def command_line(module: str, argv: list[str]) -> str:
+    """``"python -m benchmarks.dapt --rows a"``: the command that ran ``module`` with ``argv``."""
+    return " ".join([f"python -m {module}", *(shlex.quote(a) for a in argv)])
+
+
+def run_name(run: dict[str, Any]) -> str:
+    """A run's name on a page: its row, arm or strategy."""
+    return str(run.get("row") or run.get("arm") or run.get("strategy") or "?")
+
+
+def run_commits(
+    runs: list[dict[str, Any]], name: Callable[[dict[str, Any]], str] = run_name
+) -> str:
+    """``"abc123: row-a, row-b; def456: row-c"``: the commit each run ran at (finished runs are
+    reused, so one page may span commits); ``"–"`` when no run names its commit."""
+    by_commit: dict[str, list[str]] = {}
+    for r in runs:
+        commit = r.get("meta", {}).get("git_commit")
+        if commit:
+            by_commit.setdefault(str(commit), []).append(name(r))
+    return "; ".join(f"{c}: {', '.join(names)}" for c, names in by_commit.items()) or "–"
+
+
 def page_header(report: dict[str, Any], title: str, what: str) -> list[str]:
-    """The first lines of a results page: title, commands, date and commit, what is measured."""
-    commands = ", ".join(sorted({f"`{r['command']}`" for r in report["runs"]}))
+    """The first lines of a results page: title, commands, date and commits, what is measured."""
+    commands = ", ".join(sorted({f"`{r['command'].strip()}`" for r in report["runs"]}))
     return [
         f"# {report['benchmark']}: {title}",
         "",
         f"- commands: {commands}",
-        f"- date: {report['date']}; git commit: {report['git_commit']}",
+        f"- date: {report['date']}; git commit of the page: {report['git_commit']}; of each "
+        f"run: {run_commits(report['runs'])}",
         f"- {what}",
         "",
     ]
@@ -260,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     work = args.work / label
 
     argv_used = argv if argv is not None else sys.argv[1:]
-    command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in argv_used)
+    command = command_line("benchmarks.run", argv_used)
     done = {} if args.restart else committed_runs(RESULTS, label, config)
     ran = False
     for s in strategies:

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.run import RESULTS, ROOT
+from benchmarks.run import RESULTS, ROOT, command_line
 from benchmarks.summarize import replace_block
 from diancang.evaluation.report import markdown_table
 from diancang.pipeline import machine
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     argv_used = argv if argv is not None else sys.argv[1:]
     mach = machine()
     report: dict[str, Any] = {
-        "command": "python -m benchmarks.service_load " + " ".join(argv_used),
+        "command": command_line("benchmarks.service_load", argv_used),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "machine": mach,

@@ -19,7 +19,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import ROOT, save_result
+from benchmarks.run import ROOT, command_line, save_result
 from diancang.config import load_config, parse_overrides
 from diancang.evaluation.report import load_results, markdown_table
 from diancang.learn.checkpoint import step_dir
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None, *, name: str = "step-cost", title: str =
                 "step2_macro": result.matrix.macro[1],
             }
         )
-    command = " ".join(["python -m benchmarks." + name.replace("-", "_"), *(argv or [])])
+    command = command_line("benchmarks." + name.replace("-", "_"), argv or [])
     report = {
         "title": title or "What a strategy costs a step (second step of the main job's stream)",
         "command": command,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.run import ROOT, benchmark_config, run_one, save_result
+from benchmarks.run import ROOT, benchmark_config, command_line, run_one, save_result
 from benchmarks.specs import BENCHMARKS
 from diancang.config import set_dotted
 from diancang.evaluation.report import markdown_table
@@ -109,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         "score_on": args.on,
         "quick": args.quick,
         "seed": args.seed,
-        "command": "python -m benchmarks.sweep " + " ".join(shlex.quote(a) for a in argv_used),
+        "command": command_line("benchmarks.sweep", argv_used),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": config,
         "rows": rows,

@@ -19,13 +19,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import RESULTS, ROOT, new_report, page_header, run_one, save_result
+from benchmarks.run import (
+    RESULTS,
+    ROOT,
+    command_line,
+    new_report,
+    page_header,
+    run_one,
+    save_result,
+)
 from benchmarks.specs import E5, TRAIN_PRETRAINED, merge
 from diancang.data.presets import default_data_dir
 from diancang.evaluation.report import markdown_table
@@ -138,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     old = json.loads(path.read_text("utf-8"))["runs"] if path.exists() else []
     runs = {(r["arm"], r["budget"], r["seed"]): r for r in old}
     argv_used = argv if argv is not None else sys.argv[1:]
-    command = "python -m benchmarks.transfer " + " ".join(shlex.quote(a) for a in argv_used)
+    command = command_line("benchmarks.transfer", argv_used)
     for budget in budgets:
         for arm in chosen:
             strategy, overrides = table[arm]

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import RESULTS, ROOT, benchmark_config, run_one
+from benchmarks.run import RESULTS, ROOT, benchmark_config, command_line, run_one
 from benchmarks.summarize import replace_block
 from diancang.evaluation.report import markdown_table
 
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     argv_used = argv if argv is not None else sys.argv[1:]
     report = {
-        "command": "python -m benchmarks.truncation " + " ".join(shlex.quote(a) for a in argv_used),
+        "command": command_line("benchmarks.truncation", argv_used),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": not args.full,
         "lr": args.lr,

@@ -185,15 +185,38 @@ def test_fewshot_arms_are_valid_runs_and_the_page_has_a_table_per_k():
 
 
 def test_fewshot_page_names_the_commit_of_each_run():
-    from benchmarks.fewshot import run_commits
+    from benchmarks.fewshot import shot_name
+    from benchmarks.run import run_commits
 
     runs = [
         {"meta": {"git_commit": "aaa"}, "arm": "finetune", "shots": 10},
         {"meta": {"git_commit": "bbb"}, "arm": "distill", "shots": 10, "draw": 2},
         {"meta": {"git_commit": "aaa"}, "arm": "finetune", "shots": 5},
     ]
-    assert run_commits(runs) == "aaa: K=10 finetune, K=5 finetune; bbb: K=10 distill draw 2"
+    expected = "aaa: K=10 finetune, K=5 finetune; bbb: K=10 distill draw 2"
+    assert run_commits(runs, shot_name) == expected
     assert run_commits([]) == "–"
+
+
+def test_page_header_names_each_runs_commit_and_the_command_without_a_trailing_space():
+    from benchmarks.run import command_line, page_header
+
+    assert command_line("benchmarks.dapt", []) == "python -m benchmarks.dapt"
+    quoted = command_line("benchmarks.dapt", ["--rows", "a b"])
+    assert quoted == "python -m benchmarks.dapt --rows 'a b'"
+    cmd = "python -m benchmarks.dapt"
+    runs = [  # the first was written by an older version, with a trailing space
+        {"row": "weibo-joint-none", "command": cmd + " ", "meta": {"git_commit": "aaa"}},
+        {"row": "cluener-joint-none", "command": cmd, "meta": {"git_commit": "bbb"}},
+        {"arm": "der", "command": cmd, "meta": {"git_commit": "aaa"}},
+    ]
+    report = {"benchmark": "dapt", "date": "2026-12-07", "git_commit": "ccc", "runs": runs}
+    header = page_header(report, "t", "w")
+    assert header[2] == "- commands: `python -m benchmarks.dapt`"
+    assert header[3] == (
+        "- date: 2026-12-07; git commit of the page: ccc; of each run: "
+        "aaa: weibo-joint-none, der; bbb: cluener-joint-none"
+    )
 
 
 def test_synthesis_cost_charges_each_step_its_language_model_and_generation(tmp_path):
