@@ -213,13 +213,18 @@ def main(argv: list[str] | None = None) -> None:
         print(page)
 
 
+def compared_with(row: str) -> str:
+    """The row ``row`` is scored against: ``x-best`` for ``x-best+adapt``, ``<dataset>-joint-none``
+    for a joint row; ``row`` itself for the rows nothing is compared with."""
+    if row.endswith("+adapt"):
+        return row.removesuffix("+adapt")
+    return row.rsplit("-", 1)[0] + "-none" if "-joint-" in row else row
+
+
 def render(report: dict[str, Any]) -> str:
-    """The Markdown page: one row per run, the gain over the same dataset without pre-training."""
-    base = {
-        r["row"].rsplit("-", 1)[0]: r["summary"]["final"]
-        for r in report["runs"]
-        if r["row"].endswith("-none") or r["row"].endswith("-best")
-    }
+    """The Markdown page: one row per run, its macro gain over the row without pre-training
+    (or without ``adapt``), and for a stream its final macro against the dataset's joint."""
+    final_of = {r["row"]: r["summary"]["final"] for r in report["runs"]}
     lines = page_header(
         report,
         "continual domain pre-training",
@@ -229,9 +234,12 @@ def render(report: dict[str, Any]) -> str:
     rows = []
     for r in report["runs"]:
         final = r["summary"]["final"]
-        key = r["row"].rsplit("-", 1)[0] if not r["row"].endswith("+adapt") else r["row"][:-6]
-        ref = base.get(key) if not r["row"].endswith(("-none", "-best")) else None
+        other = compared_with(r["row"])
+        ref = final_of.get(other) if other != r["row"] else None
         gain = "–" if ref is None else f"{100 * (final['macro'] - ref['macro']):+.1f}"
+        joint = final_of.get(r["row"].split("-", 1)[0] + "-joint-none")
+        stream = "-joint-" not in r["row"]
+        of_joint = f"{final['macro'] / joint['macro']:.2f}" if stream and joint else "–"
         pre = r.get("pretrain")
         cost = (
             "–"
@@ -242,8 +250,9 @@ def render(report: dict[str, Any]) -> str:
             )
         )
         micro, macro = f"{100 * final['micro']:.1f}", f"{100 * final['macro']:.1f}"
-        rows.append([r["row"], r["strategy"], micro, macro, gain, cost])
-    header = ["row", "strategy", "final micro", "final macro", "macro vs without", "pre-training"]
+        rows.append([r["row"], r["strategy"], micro, macro, gain, of_joint, cost])
+    header = ["row", "strategy", "final micro", "final macro", "macro vs without"]
+    header += ["final macro / joint", "pre-training"]
     return "\n".join([*lines, *markdown_table(header, rows)]) + "\n"
 
 

@@ -490,6 +490,31 @@ def test_false_positive_table_counts_each_type_after_its_step_and_at_the_end():
     assert false_positive_table(matrix, {}) == []
 
 
+def test_dapt_page_compares_each_row_with_its_row_without_and_streams_with_the_joint():
+    from benchmarks.dapt import render
+
+    def run(row: str, macro: float) -> dict:
+        final = {"micro": macro, "macro": macro}
+        return {"row": row, "strategy": "s", "command": "c", "summary": {"final": final}}
+
+    rows = [
+        ("weibo-joint-none", 0.4),
+        ("weibo-joint-train", 0.3),
+        ("cluener-joint-none", 0.7),
+        ("cluener-joint-train", 0.71),
+        ("cluener-fg2pg2-best", 0.56),
+        ("cluener-fg2pg2-best+adapt", 0.63),
+    ]
+    report = {"benchmark": "dapt", "date": "d", "git_commit": "c"}
+    page = render({**report, "runs": [run(r, m) for r, m in rows]})
+    cells = {ln.split(" | ")[0][2:]: ln.split(" | ")[4:6] for ln in page.splitlines()[7:]}
+    assert cells["weibo-joint-none"] == ["–", "–"]
+    assert cells["weibo-joint-train"] == ["-10.0", "–"]
+    assert cells["cluener-joint-train"] == ["+1.0", "–"]
+    assert cells["cluener-fg2pg2-best"] == ["–", "0.80"]
+    assert cells["cluener-fg2pg2-best+adapt"] == ["+7.0", "0.90"]
+
+
 def test_dapt_keeps_finished_rows_without_pretraining_and_saves_after_each_row(
     tmp_path, monkeypatch
 ):
