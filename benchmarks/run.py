@@ -88,12 +88,15 @@ def run_commits(
 def page_header(report: dict[str, Any], title: str, what: str) -> list[str]:
     """The first lines of a results page: title, commands, date and commits, what is measured."""
     commands = ", ".join(sorted({f"`{r['command'].strip()}`" for r in report["runs"]}))
+    commits = run_commits(report["runs"])
+    commit = f"git commit: {report['git_commit']}"
+    if commits != "–":
+        commit = f"git commit of the page: {report['git_commit']}; of each run: {commits}"
     return [
         f"# {report['benchmark']}: {title}",
         "",
         f"- commands: {commands}",
-        f"- date: {report['date']}; git commit of the page: {report['git_commit']}; of each "
-        f"run: {run_commits(report['runs'])}",
+        f"- date: {report['date']}; {commit}",
         f"- {what}",
         "",
     ]

@@ -217,6 +217,9 @@ def test_page_header_names_each_runs_commit_and_the_command_without_a_trailing_s
         "- date: 2026-12-07; git commit of the page: ccc; of each run: "
         "aaa: weibo-joint-none, der; bbb: cluener-joint-none"
     )
+    no_meta = [{"arm": "der", "command": cmd}]
+    plain = page_header({**report, "runs": no_meta}, "t", "w")[3]
+    assert plain == "- date: 2026-12-07; git commit: ccc"
 
 
 def test_synthesis_cost_charges_each_step_its_language_model_and_generation(tmp_path):
