@@ -1,12 +1,12 @@
-"""Parameter isolation: ``python -m benchmarks.isolation [--quick] [--arms ...]``.
+"""Parameter isolation: ``python -m benchmarks.isolation [--bench B] [--quick] [--arms ...]``.
 
-CLUENER FG-2-PG-2 with e5-small under the converged protocol of
-``results/cluener-fg2pg2-converged.md`` (each step trained until dev F1 stops improving, a
-30-sentence-a-type memory): ``der`` with the memory, and with consolidation past 2 branches,
-and ``ctr`` (its arbiter trained on the step's data and the memory), with consolidation past 2
-tasks too, beside the best
-distillation strategy's committed result. For each arm, every version is
-scored **class-incremental** (the run's own matrix: the model does not know a text's step) and
+CLUENER FG-2-PG-2 (the default; ``--bench cluener-fg1pg1`` or ``conll03-fg1pg1`` for the
+others) under the converged protocol of ``results/<bench>-converged.md`` (each step trained
+until dev F1 stops improving, a 30-sentence-a-type memory): ``der`` with the memory, and with
+consolidation past 2 branches, and ``ctr`` (its arbiter trained on the step's data and the
+memory), with consolidation past 2 tasks too, beside the best distillation strategy's and the
+joint model's committed results of the same protocol. For each arm, every version is scored
+**class-incremental** (the run's own matrix: the model does not know a text's step) and
 **task-incremental** (the caller names the step's types: :func:`score_task_incremental`), and
 its inference speed is measured on the test set (sentences per second, one process, batch 64):
 the inference-cost curve against the number of steps (a plot).
@@ -31,13 +31,14 @@ from benchmarks.run import (
     run_one,
     save_result,
 )
-from benchmarks.specs import BENCHMARKS, merge
+from benchmarks.specs import BENCHMARKS, BEST, merge
 from diancang.config import load_config
+from diancang.evaluation.matrix import ResultMatrix
 from diancang.evaluation.report import markdown_table
 from diancang.learn.checkpoint import step_dir
 from diancang.learn.evaluate import score_task_incremental
 from diancang.model.tagger import Tagger
-from diancang.pipeline import load_data, machine, make_stream
+from diancang.pipeline import load_data, machine, make_stream, model_factory
 
 CONVERGED = {"train": {"patience": 2, "epochs": 8}}
 MEMORY = {"exemplars": {"per_type": 30}}
@@ -54,42 +55,100 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
 }
 
+#: The benchmarks it runs on; the first writes ``results/isolation.*``, the others
+#: ``results/isolation-<bench>.*``.
+BENCHES = ["cluener-fg2pg2", "cluener-fg1pg1", "conll03-fg1pg1"]
+#: CLUENER's most confusable types (results/cluener-fg2pg2-converged.md's confusions): where
+#: step modules claim the same spans, so where merging their claims is tested.
+CONFUSABLE = ["book", "game", "movie"]
+
+
+def label_of(bench: str, quick: bool) -> str:
+    """The results' file stem: ``isolation`` for the default benchmark."""
+    stem = "isolation" if bench == BENCHES[0] else f"isolation-{bench}"
+    return stem + ("-quick" if quick else "")
+
+
+def beside(bench: str, seed: int) -> list[dict[str, Any]]:
+    """The committed converged runs of ``bench`` this page compares with: the best distillation
+    strategy and the joint model, same seed (none when the page is missing)."""
+    path = RESULTS / f"{bench}-converged.json"
+    if not path.exists():
+        return []
+    page = json.loads(path.read_text("utf-8"))
+    keep = (BEST, "joint")
+    return [
+        {
+            "strategy": r["strategy"],
+            "seed": r["seed"],
+            "summary": r["summary"],
+            "matrix": r["matrix"],
+            "source": f"results/{bench}-converged.json",
+        }
+        for r in page["runs"]
+        if r["strategy"] in keep and r["seed"] == seed
+    ]
+
 
 def measure(run_dir: Path, quick: bool) -> dict[str, Any]:
-    """Per version: task-incremental per-type F1 and macro, and inference sentences/s."""
+    """Per version: task-incremental per-type F1 and macro, and inference sentences/s on the
+    last step's test set (batch 64, after a warm-up batch), beside a plain tagger of the same
+    encoder over every type (``single``: the cost of one model)."""
     cfg = load_config(run_dir / "config.yaml")
-    stream = make_stream(cfg, load_data(cfg))
+    splits = load_data(cfg)
+    stream = make_stream(cfg, splits)
     test = stream.steps[-1].test[: 200 if quick else None]
+    tokens = [s.tokens for s in test]
+
+    def speed(model: Tagger) -> float:
+        model.predict_tags(tokens[:64], 64)
+        started = time.perf_counter()
+        model.predict_tags(tokens, 64)
+        return round(len(tokens) / (time.perf_counter() - started), 1)
+
+    texts = splits.train + splits.dev + splits.test
+    single = model_factory(cfg, splits.lang, splits.train, texts)(stream.steps[-1].seen_types)
     rows = []
     for k, step in enumerate(stream.steps):
         model = Tagger.from_pretrained(step_dir(run_dir, k))
-        started = time.perf_counter()
-        model.predict_tags([s.tokens for s in test], 64)
-        speed = len(test) / (time.perf_counter() - started)
         til = score_task_incremental(model, test, [st.new_types for st in stream.steps[: k + 1]])
         rows.append(
             {
                 "step": k,
                 "branches": model.spec.der_branches,
-                "sentences_per_second": round(speed, 1),
+                "tasks": len(model.spec.ctr_tasks),
+                "sentences_per_second": speed(model),
                 "til_per_type": til,
                 "til_macro": statistics.mean(til.values()),
                 "seen": step.seen_types,
             }
         )
-    return {"versions": rows}
+    return {"single_sentences_per_second": speed(single.eval()), "versions": rows}
+
+
+def til_matrix(versions: list[dict[str, Any]]) -> ResultMatrix:
+    """The task-incremental scores of each version as a result matrix (its forgetting: F1 of
+    an old type right after its step minus at the end; no micro F1: the macro stands in)."""
+    seen = [v["seen"] for v in versions]
+    steps = [
+        [t for t in now if t not in before]
+        for before, now in zip([[], *seen[:-1]], seen, strict=True)
+    ]
+    macro = [v["til_macro"] for v in versions]
+    return ResultMatrix(steps, [v["til_per_type"] for v in versions], macro, macro)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--bench", choices=BENCHES, default=BENCHES[0], help="the benchmark")
     p.add_argument("--quick", action="store_true", help="3,000 sentences, 1 epoch a step")
     p.add_argument("--arms", default=",".join(ARMS), help="comma list of arms")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench", help="run folders")
     args = p.parse_args(argv)
-    bench = BENCHMARKS["cluener-fg2pg2"]
-    label = "isolation" + ("-quick" if args.quick else "")
+    bench = BENCHMARKS[args.bench]
+    label = label_of(args.bench, args.quick)
     base = merge(bench.config, bench.quick if args.quick else CONVERGED)
     path = RESULTS / f"{label}.json"
     runs = (
@@ -114,15 +173,17 @@ def main(argv: list[str] | None = None) -> None:
             "config": config,
             "command": command,
             "summary": record["summary"],
+            "matrix": record["matrix"],
             "meta": record["meta"],
             **measure(run_dir, args.quick),
         }
-        save(label, runs)  # after every arm: a later failure keeps it
+        save(label, runs, args.bench, args.seed)  # after every arm: a later failure keeps it
 
 
-def save(label: str, runs: dict[str, dict[str, Any]]) -> None:
+def save(label: str, runs: dict[str, dict[str, Any]], bench: str, seed: int) -> None:
     """Write the JSON, the inference-cost plot and the page of the arms run so far."""
-    report = new_report(label, [runs[a] for a in ARMS if a in runs], machine=machine())
+    arms = [runs[a] for a in ARMS if a in runs]
+    report = new_report(label, arms, machine=machine(), bench=bench, beside=beside(bench, seed))
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot(report, RESULTS / f"{label}-inference.png")
     page = render(report, f"{label}-inference.png")
@@ -132,12 +193,20 @@ def save(label: str, runs: dict[str, dict[str, Any]]) -> None:
 
 def plot(report: dict[str, Any], path: Path) -> None:
     """Inference speed of each version against the steps learned, one line per arm."""
-    lines = {}
-    for r in report["runs"]:
-        first = r["versions"][0]["sentences_per_second"]
-        speeds = [v["sentences_per_second"] for v in r["versions"]]
-        lines[r["arm"]] = ([v["step"] + 1 for v in r["versions"]], [first / v for v in speeds])
-    cost_plot(lines, "inference time / first version's", path)
+    lines = {
+        r["arm"]: (
+            [v["step"] + 1 for v in r["versions"]],
+            [cost(r, v) or 0.0 for v in r["versions"]],
+        )
+        for r in report["runs"]
+    }
+    cost_plot(lines, "inference time / one model's", path)
+
+
+def cost(run: dict[str, Any], version: dict[str, Any]) -> float | None:
+    """A version's inference time over a plain tagger's of the same encoder (None: untimed)."""
+    single = run.get("single_sentences_per_second")
+    return single / version["sentences_per_second"] if single else None
 
 
 def cost_plot(lines: dict[str, tuple[list[int], list[float]]], ylabel: str, path: Path) -> None:
@@ -160,24 +229,110 @@ def cost_plot(lines: dict[str, tuple[list[int], list[float]]], ylabel: str, path
 
 
 def render(report: dict[str, Any], image: str) -> str:
-    """The Markdown page: final class- and task-incremental macro F1, inference cost."""
+    """The Markdown page: final class- and task-incremental macro F1 and forgetting of each
+    arm beside the best distillation strategy and the joint model, the confusable types, the
+    inference cost, and the issue's goals."""
+    bench = report.get("bench", BENCHES[0])
     lines = page_header(
         report,
-        "parameter isolation on CLUENER FG-2-PG-2",
-        f"machine: {report['machine']}; e5-small (6 layers); test F1 in %; class-incremental = "
-        "the run's own scoring, task-incremental = each step's types named by the caller",
+        f"parameter isolation on {bench}",
+        f"machine: {report['machine']}; {BENCHMARKS[bench].description}; converged protocol; "
+        "test F1 in %; class-incremental = the run's own scoring, task-incremental = each "
+        "step's types named by the caller",
     )
+    beside = report.get("beside", [])
+    joint = next((b["summary"]["final"]["macro"] for b in beside if b["strategy"] == "joint"), 0)
+    types = [
+        t for t in CONFUSABLE if any(t in v["seen"] for r in report["runs"] for v in r["versions"])
+    ]
+
+    def ratio(x: float) -> str:
+        return f"{x / joint:.2f}" if joint else "–"
+
     rows = []
     for r in report["runs"]:
-        last, first = r["versions"][-1], r["versions"][0]
-        cost = first["sentences_per_second"] / last["sentences_per_second"]
-        macro = f"{100 * r['summary']['final']['macro']:.1f}"
-        til = f"{100 * last['til_macro']:.1f}"
-        rows.append([r["arm"], r["strategy"], macro, til, str(last["branches"]), f"{cost:.2f}"])
-    header = ["arm", "strategy", "class-inc. final macro", "task-inc. final macro"]
-    header += ["branches at the end", "inference time at the end / first version"]
+        last = r["versions"][-1]
+        ci, ti = r["summary"]["final"]["macro"], last["til_macro"]
+        final = r.get("matrix", {"per_type": [{}]})["per_type"][-1]
+        held = (
+            f"{last['branches']} branches" if last["branches"] else f"{last.get('tasks', 0)} tasks"
+        )
+        rows.append(
+            [
+                r["arm"],
+                pct(ci),
+                ratio(ci),
+                pct(r["summary"]["forgetting"]),
+                pct(ti),
+                ratio(ti),
+                pct(til_matrix(r["versions"]).forgetting()),
+                *(pct(final.get(t)) for t in types),
+                held,
+                ratio_or_dash(cost(r, last)),
+            ]
+        )
+    for b in beside:
+        ci = b["summary"]["final"]["macro"]
+        final = b["matrix"]["per_type"][-1]
+        rows.append(
+            [
+                f"{b['strategy']} ({b['source']})",
+                pct(ci),
+                ratio(ci),
+                pct(b["summary"]["forgetting"]),
+                "–",
+                "–",
+                "–",
+                *(pct(final.get(t)) for t in types),
+                "–",
+                "1.00",
+            ]
+        )
+    header = ["arm", "class-inc. final macro", "/ joint", "class-inc. forgetting"]
+    header += ["task-inc. final macro", "/ joint", "task-inc. forgetting"]
+    header += [f"{t} (class-inc.)" for t in types]
+    header += ["modules at the end", "inference time at the end / one model's"]
     lines += markdown_table(header, rows)
-    return "\n".join([*lines, "", f"![inference cost]({image})", ""])
+    lines += ["", *goals(report, joint), "", f"![inference cost]({image})", ""]
+    return "\n".join(lines)
+
+
+def goals(report: dict[str, Any], joint: float) -> list[str]:
+    """The issue's three goals, met or not, for each arm run."""
+    best = next((b for b in report.get("beside", []) if b["strategy"] == BEST), None)
+    bar = best["summary"]["final"]["macro"] if best else None
+    out = ["Goals (issue 21), each arm:", ""]
+    for r in report["runs"]:
+        last = r["versions"][-1]
+        til = last["til_macro"] / joint if joint else 0.0
+        kept = round(100 * til_matrix(r["versions"]).forgetting(), 1) <= 0.0
+        ci = r["summary"]["final"]["macro"]
+        steps = len(r["versions"])
+        times = cost(r, last)
+        out.append(
+            f"- {r['arm']}: task-incremental {til:.2f} x joint (goal 0.95) "
+            f"{'with' if kept else 'without'} zero forgetting: "
+            f"{'met' if til >= 0.95 and kept else 'not met'}; class-incremental "
+            f"{100 * ci:.1f} against {BEST}'s {pct(bar)}: "
+            f"{'met' if bar is not None and ci > bar else 'not met'}; inference "
+            + (f"{times:.2f} x one model's at {steps} steps" if times else "not timed")
+            + (
+                f" (goal 2 x at 10 steps: {'met' if times <= 2 else 'not met'})"
+                if times and steps == 10
+                else ""
+            )
+        )
+    return out
+
+
+def pct(x: float | None) -> str:
+    """``x`` in percent, or a dash."""
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def ratio_or_dash(x: float | None) -> str:
+    """``x`` to two places, or a dash."""
+    return "–" if x is None else f"{x:.2f}"
 
 
 if __name__ == "__main__":

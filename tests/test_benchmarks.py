@@ -683,3 +683,83 @@ def test_transfer_budgets_keep_the_configs_of_kept_runs_and_300_long_lifts_the_c
     assert (long["train"]["epochs"], long["train"]["patience"]) == (100, 5)
     with pytest.raises(SystemExit, match="unknown 3000; choose from full, 300, 300-long"):
         transfer.main(["--budgets", "3000", "--data-dir", str(tmp_path)])
+
+
+def test_isolation_page_sets_both_settings_beside_the_committed_runs_and_judges_the_goals(
+    tmp_path, monkeypatch
+):
+    from benchmarks import isolation
+
+    def version(step, seen, til, speed, branches):
+        macro = sum(til.values()) / len(til)
+        return {
+            "step": step,
+            "seen": seen,
+            "til_per_type": til,
+            "til_macro": macro,
+            "sentences_per_second": speed,
+            "branches": branches,
+            "tasks": 0,
+        }
+
+    der = {
+        "arm": "der",
+        "strategy": "exemplars+der",
+        "command": "python -m benchmarks.isolation",
+        "summary": {"final": {"macro": 0.6}, "forgetting": 0.05},
+        "matrix": {"per_type": [{"book": 0.7}, {"book": 0.5, "game": 0.7}]},
+        "single_sentences_per_second": 100.0,
+        "versions": [
+            version(0, ["book"], {"book": 0.8}, 90.0, 1),
+            version(1, ["book", "game"], {"book": 0.7, "game": 0.7}, 50.0, 2),
+        ],
+    }
+    page_runs = [
+        {
+            "strategy": s,
+            "seed": 1,
+            "summary": {"final": {"macro": m}, "forgetting": f},
+            "matrix": {"per_type": [{"book": m, "game": m}]},
+        }
+        for s, m, f in (("cpfd+exemplars", 0.55, 0.02), ("joint", 0.7, 0.0), ("cpfd", 0.4, 0.1))
+    ]
+    monkeypatch.setattr(isolation, "RESULTS", tmp_path)
+    (tmp_path / "cluener-fg2pg2-converged.json").write_text(json.dumps({"runs": page_runs}))
+    beside = isolation.beside("cluener-fg2pg2", 1)
+    assert [b["strategy"] for b in beside] == ["cpfd+exemplars", "joint"]
+    assert isolation.beside("conll03-fg1pg1", 1) == []  # no committed page: nothing beside
+    assert isolation.label_of("cluener-fg2pg2", False) == "isolation"
+    assert isolation.label_of("conll03-fg1pg1", True) == "isolation-conll03-fg1pg1-quick"
+    # task-incremental forgetting: book 80 right after its step, 70 at the end
+    assert isolation.til_matrix(der["versions"]).forgetting() == pytest.approx(0.1)
+    report = {
+        "benchmark": "isolation",
+        "date": "t",
+        "git_commit": "abc",
+        "machine": "m",
+        "bench": "cluener-fg2pg2",
+        "beside": beside,
+        "runs": [der],
+    }
+    page = isolation.render(report, "x.png")
+    row = next(line for line in page.splitlines() if line.startswith("| der"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # class-inc. 60.0 (0.86 of joint), forgetting 5.0; task-inc. 70.0 (1.00), forgetting 10.0;
+    # book and game at the end; 2 branches; 100 / 50 sentences/s: 2 x one model's time
+    assert cells[1:] == [
+        "60.0",
+        "0.86",
+        "5.0",
+        "70.0",
+        "1.00",
+        "10.0",
+        "50.0",
+        "70.0",
+        "2 branches",
+        "2.00",
+    ]
+    assert "| joint (results/cluener-fg2pg2-converged.json) | 70.0 | 1.00 |" in page
+    goal = next(line for line in page.splitlines() if line.startswith("- der:"))
+    assert "task-incremental 1.00 x joint (goal 0.95) without zero forgetting: not met" in goal
+    assert "class-incremental 60.0 against cpfd+exemplars's 55.0: met" in goal
+    assert "2.00 x one model's at 2 steps" in goal and "goal 2 x at 10" not in goal
