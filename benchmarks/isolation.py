@@ -31,6 +31,7 @@ from benchmarks.run import (
     run_one,
     save_result,
 )
+from benchmarks.run_tables import machine_line, pct
 from benchmarks.specs import BENCHMARKS, BEST, merge
 from diancang.config import load_config
 from diancang.evaluation.matrix import ResultMatrix
@@ -44,6 +45,9 @@ CONVERGED = {"train": {"patience": 2, "epochs": 8}}
 MEMORY = {"exemplars": {"per_type": 30}}
 ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     "der": ("exemplars+der", {"strategy_params": MEMORY}),
+    # the best distillation strategy's pseudo-labels and KL for the old types the step's data
+    # leaves O, which a memory alone does not undo (the shared head's old rows learn O)
+    "der-cpfd": ("cpfd+exemplars+der", {"strategy_params": MEMORY}),
     "der-consolidate2": (
         "exemplars+der",
         {"strategy_params": {**MEMORY, "der": {"max_branches": 2}}},
@@ -236,9 +240,9 @@ def render(report: dict[str, Any], image: str) -> str:
     lines = page_header(
         report,
         f"parameter isolation on {bench}",
-        f"machine: {report['machine']}; {BENCHMARKS[bench].description}; converged protocol; "
-        "test F1 in %; class-incremental = the run's own scoring, task-incremental = each "
-        "step's types named by the caller",
+        f"machine: {machine_line(report['machine'])}; {BENCHMARKS[bench].description}; "
+        "converged protocol; test F1 in %; class-incremental = the run's own scoring, "
+        "task-incremental = each step's types named by the caller",
     )
     beside = report.get("beside", [])
     joint = next((b["summary"]["final"]["macro"] for b in beside if b["strategy"] == "joint"), 0)
@@ -323,11 +327,6 @@ def goals(report: dict[str, Any], joint: float) -> list[str]:
             )
         )
     return out
-
-
-def pct(x: float | None) -> str:
-    """``x`` in percent, or a dash."""
-    return "–" if x is None else f"{100 * x:.1f}"
 
 
 def ratio_or_dash(x: float | None) -> str:

@@ -11,6 +11,15 @@ from diancang.evaluation.metrics import FP_KINDS
 from diancang.evaluation.report import audit_lines, markdown_table
 
 
+def machine_line(machine: dict[str, Any]) -> str:
+    """``"2 CPU cores, torch threads 2, GPU: none, torch 2.13.0+cpu, Linux-..."``."""
+    return (
+        f"{machine.get('cpu_count')} CPU cores, torch threads {machine.get('torch_threads')}, "
+        f"GPU: {machine.get('cuda') or 'none'}, torch {machine.get('torch')}, "
+        f"{machine.get('platform')}"
+    )
+
+
 def pct(x: float | None) -> str:
     """A fraction as a percent with one decimal; ``–`` for None."""
     return "–" if x is None else f"{100 * x:.1f}"

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run_tables import mentions_table, pct, run_section
+from benchmarks.run_tables import machine_line, mentions_table, pct, run_section
 from diancang.evaluation.matrix import ResultMatrix
 from diancang.evaluation.report import markdown_table
 
@@ -254,9 +254,7 @@ def render_benchmark(report: dict[str, Any], fixed: dict[str, Any] | None = None
         "",
         *[f"- command: `{c}`" for c in commands],
         f"- date: {report['date']}; git commit: {', '.join(commits)}",
-        f"- machine: {machine.get('cpu_count')} CPU cores, torch threads "
-        f"{machine.get('torch_threads')}, GPU: {machine.get('cuda') or 'none'}, "
-        f"torch {machine.get('torch')}, {machine.get('platform')}",
+        f"- machine: {machine_line(machine)}",
         f"- data: {first.get('dataset')}, training sentences per step {first.get('train_sizes')}",
         f"- protocol: {first.get('protocol')}, type order {first.get('type_order')}",
         f"- encoder: {first.get('encoder')}; epochs per step: {_epochs(first)}; "

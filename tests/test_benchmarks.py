@@ -736,7 +736,7 @@ def test_isolation_page_sets_both_settings_beside_the_committed_runs_and_judges_
         "benchmark": "isolation",
         "date": "t",
         "git_commit": "abc",
-        "machine": "m",
+        "machine": {"cpu_count": 2},
         "bench": "cluener-fg2pg2",
         "beside": beside,
         "runs": [der],
@@ -763,3 +763,14 @@ def test_isolation_page_sets_both_settings_beside_the_committed_runs_and_judges_
     assert "task-incremental 1.00 x joint (goal 0.95) without zero forgetting: not met" in goal
     assert "class-incremental 60.0 against cpfd+exemplars's 55.0: met" in goal
     assert "2.00 x one model's at 2 steps" in goal and "goal 2 x at 10" not in goal
+
+
+def test_isolation_arms_are_valid_runs(tmp_path):
+    from benchmarks.isolation import ARMS, BENCHES
+    from benchmarks.run import arm_config
+
+    for bench in BENCHES:
+        for arm, (strategy, overrides) in ARMS.items():
+            config = merge(BENCHMARKS[bench].config, overrides)
+            run = build_config(arm_config(config, arm, strategy, 1, tmp_path))
+            assert run.strategies == strategy.split("+")
