@@ -258,9 +258,7 @@ def render(report: dict[str, Any], image: str) -> str:
         last = r["versions"][-1]
         ci, ti = r["summary"]["final"]["macro"], last["til_macro"]
         final = r.get("matrix", {"per_type": [{}]})["per_type"][-1]
-        held = (
-            f"{last['branches']} branches" if last["branches"] else f"{last.get('tasks', 0)} tasks"
-        )
+        held = modules(last)
         rows.append(
             [
                 r["arm"],
@@ -327,6 +325,12 @@ def goals(report: dict[str, Any], joint: float) -> list[str]:
             )
         )
     return out
+
+
+def modules(version: dict[str, Any]) -> str:
+    """``"2 branches"`` (der) or ``"1 task"`` (ctr): the modules a version holds."""
+    n, kind = (version["branches"], "branch") if version["branches"] else (version["tasks"], "task")
+    return f"{n} {kind}" + ("" if n == 1 else "es" if kind == "branch" else "s")
 
 
 def ratio_or_dash(x: float | None) -> str:
