@@ -34,6 +34,7 @@ from benchmarks.run import (
 from benchmarks.run_tables import machine_line, pct
 from benchmarks.specs import BENCHMARKS, BEST, merge
 from diancang.config import load_config
+from diancang.data.record import Sentence
 from diancang.evaluation.matrix import ResultMatrix
 from diancang.evaluation.report import markdown_table
 from diancang.learn.checkpoint import step_dir
@@ -127,7 +128,24 @@ def measure(run_dir: Path, quick: bool) -> dict[str, Any]:
                 "seen": step.seen_types,
             }
         )
-    return {"single_sentences_per_second": speed(single.eval()), "versions": rows}
+    merge = merging(model, test, stream.steps[-1].seen_types)
+    out = {"single_sentences_per_second": speed(single.eval()), "versions": rows}
+    return out | ({"merging": merge} if merge else {})
+
+
+def merging(model: Tagger, test: list[Sentence], seen: list[str]) -> dict[str, dict[str, float]]:
+    """Class-incremental per-type F1 of a ``ctr`` version whose tasks' claims an arbiter merges,
+    and of the same version merging them by the calibrated rule instead ({}: no arbiter)."""
+    plugins = model.plugins
+    if plugins is None or plugins.arbiter is None:
+        return {}
+    out = {"arbiter": score_task_incremental(model, test, [seen])}
+    arbiter, plugins.arbiter = plugins.arbiter, None
+    try:
+        out["rule"] = score_task_incremental(model, test, [seen])
+    finally:
+        plugins.arbiter = arbiter
+    return out
 
 
 def til_matrix(versions: list[dict[str, Any]]) -> ResultMatrix:
@@ -295,8 +313,23 @@ def render(report: dict[str, Any], image: str) -> str:
     header += [f"{t} (class-inc.)" for t in types]
     header += ["modules at the end", "inference time at the end / one model's"]
     lines += markdown_table(header, rows)
-    lines += ["", *goals(report, joint), "", f"![inference cost]({image})", ""]
+    lines += ["", *merging_table(report, types), "", *goals(report, joint)]
+    lines += ["", f"![inference cost]({image})", ""]
     return "\n".join(lines)
+
+
+def merging_table(report: dict[str, Any], types: list[str]) -> list[str]:
+    """Where step modules claim the same spans: the last version's class-incremental F1 with
+    its arbiter and with the calibrated rule ([] when no arm has an arbiter)."""
+    rows = [
+        [r["arm"], how, pct(statistics.mean(f1.values())), *(pct(f1.get(t)) for t in types)]
+        for r in report["runs"]
+        for how, f1 in r.get("merging", {}).items()
+    ]
+    if not rows:
+        return []
+    head = "Merging the tasks' claims (class-incremental, last version, macro and per type):"
+    return [head, "", *markdown_table(["arm", "merged by", "macro", *types], rows)]
 
 
 def goals(report: dict[str, Any], joint: float) -> list[str]:

@@ -763,6 +763,11 @@ def test_isolation_page_sets_both_settings_beside_the_committed_runs_and_judges_
     assert "task-incremental 1.00 x joint (goal 0.95) without zero forgetting: not met" in goal
     assert "class-incremental 60.0 against cpfd+exemplars's 55.0: met" in goal
     assert "2.00 x one model's at 2 steps" in goal and "goal 2 x at 10" not in goal
+    assert "Merging the tasks' claims" not in page  # no arbiter: no such table
+    der["merging"] = {"arbiter": {"book": 0.6, "game": 0.8}, "rule": {"book": 0.4, "game": 0.8}}
+    page = isolation.render(report, "x.png")
+    assert "| der | arbiter | 70.0 | 60.0 | 80.0 |" in page
+    assert "| der | rule | 60.0 | 40.0 | 80.0 |" in page
 
 
 def test_isolation_arms_are_valid_runs(tmp_path):
