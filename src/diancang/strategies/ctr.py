@@ -16,6 +16,7 @@ into fresh plugins of one task holding every type so far, trained as a first tas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -73,7 +74,7 @@ class CtrWork:
     data: list[Sentence] = field(default_factory=list)  # the step's data, memory included
 
 
-@strategies.register("ctr", version=1)
+@strategies.register("ctr", version=2)
 class Ctr(Strategy):
     """CTR plugins: per-task capsules with transfer routing and hard-attention-masked adapters
     on a frozen encoder."""
@@ -177,7 +178,8 @@ class Ctr(Strategy):
             q.requires_grad_(True)
         p: Params = self.params  # type: ignore[assignment]
         if p.arbiter and plugins.n_tasks > 1 and work.data:
-            plugins.arbiter = train_arbiter(ctx.model, work.data, p.arbiter_epochs)
+            own = ctx.step.train  # labelled for this task's types only
+            plugins.arbiter = train_arbiter(ctx.model, work.data, p.arbiter_epochs, own)
             ctx.model.spec.ctr_arbiter = plugins.n_tasks
         consolidated = bool(p.max_tasks and plugins.n_tasks > p.max_tasks and work.data)
         if consolidated:
@@ -194,16 +196,33 @@ class Ctr(Strategy):
         return self.State(history=[*state.history, report])
 
 
+def known_words(feats: torch.Tensor, gold: torch.Tensor, labelled: set[int]) -> torch.Tensor:
+    """(W,) True for the words of one sentence whose right expert is known: an entity word, or
+    an ``O`` word that no expert of a task the sentence is *not* labelled for claims (its best
+    entity score above its ``O`` score). Such a claim may be an entity the data leaves ``O``
+    (an old type in a later step's sentence): trained as ``O``, the arbiter would learn to
+    overrule the old experts, which is forgetting by the back door. feats (W, T, 2); gold (W,)
+    in 0..T; ``labelled``: the experts 1..T whose types the sentence is labelled for."""
+    claims = feats[..., 1] > feats[..., 0]  # (W, T)
+    unlabelled = torch.tensor([t + 1 not in labelled for t in range(feats.shape[-2])])
+    return (gold != 0) | ~(claims & unlabelled).any(-1)
+
+
 @torch.no_grad()
-def _expert_words(model: Tagger, data: list[Sentence]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The experts' features (N, T, 2) of every word of ``data`` and the gold expert (N,):
-    0 for ``O``, t + 1 for a type of task t."""
+def _expert_words(
+    model: Tagger, data: list[Sentence], own: Sequence[Sentence] = ()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The experts' features (N, T, 2) of the words of ``data`` whose right expert is known
+    (:func:`known_words`) and that expert (N,): 0 for ``O``, t + 1 for a type of task t. A
+    sentence of ``own`` is labelled for the newest task's types, any other (the memory) for the
+    tasks of the types it mentions."""
     from diancang.data.record import spans_to_bio
     from diancang.model.arbiter import expert_features
 
     assert model.plugins is not None
     task_of = {ty: t + 1 for t, types in enumerate(model.spec.ctr_tasks) for ty in types}
     tasks = list(range(model.plugins.n_tasks))
+    own_ids = {id(s) for s in own}
     was = model.training
     model.eval()
     feats, gold = [], []
@@ -221,17 +240,24 @@ def _expert_words(model: Tagger, data: list[Sentence]) -> tuple[torch.Tensor, to
         for i, s in enumerate(chunk):
             n = int(batch["word_mask"][i].sum())
             tags = spans_to_bio(len(s.tokens), s.spans)[:n]
-            feats.append(f[i, :n])
-            gold.append(torch.tensor([0 if t == "O" else task_of.get(t[2:], 0) for t in tags]))
+            g = torch.tensor([0 if t == "O" else task_of.get(t[2:], 0) for t in tags])
+            labelled = {task_of[t] for t in s.types() if t in task_of}
+            labelled |= {len(tasks)} if id(s) in own_ids else set()
+            keep = known_words(f[i, :n], g.to(f.device), labelled).cpu()
+            feats.append(f[i, :n][keep.to(f.device)])
+            gold.append(g[keep])
     model.train(was)
     return torch.cat(feats).cpu(), torch.cat(gold)
 
 
-def train_arbiter(model: Tagger, data: list[Sentence], epochs: int) -> Arbiter:
-    """An arbiter over the model's task experts, trained on ``data``'s words."""
+def train_arbiter(
+    model: Tagger, data: list[Sentence], epochs: int, own: Sequence[Sentence] = ()
+) -> Arbiter:
+    """An arbiter over the model's task experts, trained on the words of ``data`` whose right
+    expert is known; ``own``: the step's own sentences among them (:func:`_expert_words`)."""
     from diancang.model.arbiter import fit_arbiter
 
-    features, gold = _expert_words(model, data)
+    features, gold = _expert_words(model, data, own)
     with torch.enable_grad():
         return fit_arbiter(features, gold, epochs).to(model.device)
 
