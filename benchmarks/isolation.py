@@ -30,6 +30,7 @@ from benchmarks.run import (
     page_header,
     run_one,
     save_result,
+    stale_strategies,
 )
 from benchmarks.run_tables import machine_line, pct
 from benchmarks.specs import BENCHMARKS, BEST, merge
@@ -182,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
         strategy, overrides = ARMS[arm]
         config = merge(base, overrides)
         kept = runs.get(arm)
-        if kept and kept["config"] == config and kept["seed"] == args.seed:
+        stale = stale_strategies(kept) if kept else []
+        if kept and kept["config"] == config and kept["seed"] == args.seed and not stale:
             print(f"[{label}] {arm}: kept")
             continue
         work = args.work / label / arm  # arms may share a strategy: a folder each
@@ -277,9 +279,10 @@ def render(report: dict[str, Any], image: str) -> str:
         ci, ti = r["summary"]["final"]["macro"], last["til_macro"]
         final = r.get("matrix", {"per_type": [{}]})["per_type"][-1]
         held = modules(last)
+        stale = stale_strategies(r)
         rows.append(
             [
-                r["arm"],
+                r["arm"] + (f" ({', '.join(stale)}, revised since)" if stale else ""),
                 pct(ci),
                 ratio(ci),
                 pct(r["summary"]["forgetting"]),

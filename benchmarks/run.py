@@ -67,6 +67,19 @@ def command_line(module: str, argv: list[str]) -> str:
     return " ".join([f"python -m {module}", *(shlex.quote(a) for a in argv)])
 
 
+def stale_strategies(run: dict[str, Any]) -> list[str]:
+    """The ``name@version`` strategies a run ran that the registry has revised since (a kept
+    run of them measures code that is gone)."""
+    from diancang.strategies.base import strategies
+
+    out = []
+    for item in run.get("meta", {}).get("strategies", []):
+        name, _, version = str(item).partition("@")
+        if version and strategies.entry(name).version != int(version):
+            out.append(str(item))
+    return out
+
+
 def run_name(run: dict[str, Any]) -> str:
     """A run's name on a page: its row, arm or strategy."""
     return str(run.get("row") or run.get("arm") or run.get("strategy") or "?")

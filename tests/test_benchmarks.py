@@ -770,6 +770,16 @@ def test_isolation_page_sets_both_settings_beside_the_committed_runs_and_judges_
     assert "| der | rule | 60.0 | 40.0 | 80.0 |" in page
 
 
+def test_a_run_of_a_strategy_revised_since_is_stale():
+    from benchmarks.run import stale_strategies
+    from diancang.strategies.base import strategies
+
+    now = strategies.entry("ctr").version
+    assert stale_strategies({"meta": {"strategies": ["exemplars@3", f"ctr@{now}"]}}) == []
+    assert stale_strategies({"meta": {"strategies": [f"ctr@{now - 1}"]}}) == [f"ctr@{now - 1}"]
+    assert stale_strategies({"meta": {}}) == []  # no versions recorded: nothing to tell
+
+
 def test_isolation_arms_are_valid_runs(tmp_path):
     from benchmarks.isolation import ARMS, BENCHES
     from benchmarks.run import arm_config
