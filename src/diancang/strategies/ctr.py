@@ -204,7 +204,9 @@ def known_words(feats: torch.Tensor, gold: torch.Tensor, labelled: set[int]) -> 
     overrule the old experts, which is forgetting by the back door. feats (W, T, 2); gold (W,)
     in 0..T; ``labelled``: the experts 1..T whose types the sentence is labelled for."""
     claims = feats[..., 1] > feats[..., 0]  # (W, T)
-    unlabelled = torch.tensor([t + 1 not in labelled for t in range(feats.shape[-2])])
+    unlabelled = torch.tensor(
+        [t + 1 not in labelled for t in range(feats.shape[-2])], device=feats.device
+    )
     return (gold != 0) | ~(claims & unlabelled).any(-1)
 
 
@@ -243,9 +245,9 @@ def _expert_words(
             g = torch.tensor([0 if t == "O" else task_of.get(t[2:], 0) for t in tags])
             labelled = {task_of[t] for t in s.types() if t in task_of}
             labelled |= {len(tasks)} if id(s) in own_ids else set()
-            keep = known_words(f[i, :n], g.to(f.device), labelled).cpu()
-            feats.append(f[i, :n][keep.to(f.device)])
-            gold.append(g[keep])
+            keep = known_words(f[i, :n], g.to(f.device), labelled)
+            feats.append(f[i, :n][keep])
+            gold.append(g[keep.cpu()])
     model.train(was)
     return torch.cat(feats).cpu(), torch.cat(gold)
 
