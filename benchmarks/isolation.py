@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     argv_used = argv if argv is not None else sys.argv[1:]
     command = command_line("benchmarks.isolation", argv_used)
+    unknown = sorted(set(args.arms.split(",")) - set(ARMS))
+    if unknown:
+        p.error(f"unknown arms {unknown}; the arms are {', '.join(ARMS)}")
     for arm in args.arms.split(","):
         strategy, overrides = ARMS[arm]
         config = merge(base, overrides)
@@ -188,7 +191,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[{label}] {arm}: kept")
             continue
         work = args.work / label / arm  # arms may share a strategy: a folder each
-        record = run_one(f"{label}-{arm}", config, strategy, args.seed, work, False)
+        # a revised strategy's old folder would only be reloaded: start it again
+        record = run_one(f"{label}-{arm}", config, strategy, args.seed, work, bool(stale))
         run_dir = Path(record["heatmap_src"]).parent
         runs[arm] = {
             "arm": arm,
