@@ -275,7 +275,7 @@ def render(report: dict[str, Any], image: str) -> str:
     ]
 
     def ratio(x: float) -> str:
-        return f"{x / joint:.2f}" if joint else "–"
+        return ratio_or_dash(x / joint if joint else None)
 
     rows = []
     for r in report["runs"]:
