@@ -3,6 +3,7 @@ bit-identical; the plugins round-trip."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from diancang.learn.checkpoint import step_dir
@@ -85,6 +86,32 @@ def test_the_arbiter_resolves_a_hand_made_conflict():
         logps = [torch.tensor([[[-2.0, -0.1, -3.0, -1e4, -1e4]]]),
                  torch.tensor([[[-1.5, -1e4, -1e4, -0.3, -3.0]]])]  # fmt: skip
         assert int(arbitrate(trained, logps, keeps).argmax(-1)) == 3
+
+
+def test_the_arbiter_weighs_an_old_expert_with_few_words_like_the_newest():
+    from diancang.model.arbiter import expert_weights, fit_arbiter
+
+    weights = expert_weights(torch.tensor([0, 0, 1, 2, 2, 2]), 2)
+    assert weights.tolist() == pytest.approx([1.0, 2.0, 2 / 3])
+    # both experts claim every word; the old one is right on 20 words (it is a little surer
+    # there), the new one on 1,000 (the step's data against the memory); the scores overlap
+    g = torch.Generator().manual_seed(0)
+
+    def words(n: int, old: float, new: float) -> torch.Tensor:
+        mean = torch.tensor([[-1.5, old], [-1.5, new]])
+        return mean + 0.2 * torch.randn(n, 2, 2, generator=g)
+
+    feats = torch.cat([words(20, -0.2, -0.4), words(1000, -0.4, -0.2)])
+    gold = torch.tensor([1] * 20 + [2] * 1000)
+    probe = words(200, -0.2, -0.4)  # fresh words the old expert is right on
+
+    def old_recall(balance: bool) -> float:
+        arbiter = fit_arbiter(feats, gold, balance=balance)
+        with torch.no_grad():
+            picked = arbiter(probe).argmax(-1)
+        return float((picked == 1).float().mean())
+
+    assert old_recall(False) < 0.2 < 0.5 < old_recall(True)
 
 
 def test_the_arbiter_learns_only_from_words_whose_right_expert_is_known():

@@ -5,7 +5,10 @@ Each expert t gives per word its log-probability of ``O`` and of its best entity
 arbiter, one linear layer over those 2 x T numbers, scores ``O`` and each expert. It starts as
 the calibrated rule (an expert's entity score against the mean of the experts' ``O`` scores)
 and is trained at each step on the step's data plus the replay memory, whose gold labels say
-which expert was right.
+which expert was right. The newest expert's words come from a whole step's data, an older
+one's from the memory alone (a few hundred against thousands), so each expert's words are
+weighed to count the same in the loss (:func:`expert_weights`); unweighed, the arbiter learns
+to prefer the newest expert wherever experts disagree.
 """
 
 from __future__ import annotations
@@ -46,14 +49,31 @@ def expert_features(logps: list[torch.Tensor], keeps: list[torch.Tensor]) -> tor
     return torch.stack(feats, dim=-2)
 
 
+def expert_weights(targets: torch.Tensor, experts: int) -> torch.Tensor:
+    """Class weights (T + 1,) for targets (N,) in 0..T: ``O`` 1, expert t the mean word count
+    of the experts with words over t's count (every expert's words weigh the same in total;
+    an expert without words 1)."""
+    counts = torch.bincount(targets, minlength=experts + 1)[1:].float()
+    present = counts > 0
+    mean = counts[present].mean() if bool(present.any()) else torch.tensor(1.0)
+    weights = torch.where(present, mean / counts.clamp(min=1), torch.ones_like(counts))
+    return torch.cat([torch.ones(1), weights])
+
+
 def fit_arbiter(
-    features: torch.Tensor, targets: torch.Tensor, epochs: int = 200, lr: float = 0.05
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    epochs: int = 200,
+    lr: float = 0.05,
+    balance: bool = True,
 ) -> Arbiter:
-    """Train an arbiter on words: features (N, T, 2), targets (N,) in 0..T (0: ``O``)."""
+    """Train an arbiter on words: features (N, T, 2), targets (N,) in 0..T (0: ``O``);
+    ``balance``: weigh the experts' words by :func:`expert_weights`."""
     arbiter = Arbiter(features.shape[-2])
+    weight = expert_weights(targets, arbiter.experts) if balance else None
     opt = torch.optim.Adam(arbiter.parameters(), lr=lr)
     for _ in range(epochs):
-        loss = F.cross_entropy(arbiter(features), targets)
+        loss = F.cross_entropy(arbiter(features), targets, weight=weight)
         opt.zero_grad()
         loss.backward()
         opt.step()

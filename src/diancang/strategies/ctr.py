@@ -53,6 +53,11 @@ class Params(BaseModel):
         True, description="Train an arbiter over the tasks' experts at each step (else a rule)."
     )
     arbiter_epochs: int = Field(200, ge=1, description="Full-batch epochs of the arbiter.")
+    arbiter_balance: bool = Field(
+        True,
+        description="Weigh each task's words to count the same in the arbiter's loss (the "
+        "newest task has a whole step's data, the older ones only the memory).",
+    )
     max_tasks: int | None = Field(
         None, ge=1, description="Consolidate into one task when a step ends with more."
     )
@@ -74,7 +79,7 @@ class CtrWork:
     data: list[Sentence] = field(default_factory=list)  # the step's data, memory included
 
 
-@strategies.register("ctr", version=2)
+@strategies.register("ctr", version=3)
 class Ctr(Strategy):
     """CTR plugins: per-task capsules with transfer routing and hard-attention-masked adapters
     on a frozen encoder."""
@@ -179,7 +184,9 @@ class Ctr(Strategy):
         p: Params = self.params  # type: ignore[assignment]
         if p.arbiter and plugins.n_tasks > 1 and work.data:
             own = ctx.step.train  # labelled for this task's types only
-            plugins.arbiter = train_arbiter(ctx.model, work.data, p.arbiter_epochs, own)
+            plugins.arbiter = train_arbiter(
+                ctx.model, work.data, p.arbiter_epochs, own, p.arbiter_balance
+            )
             ctx.model.spec.ctr_arbiter = plugins.n_tasks
         consolidated = bool(p.max_tasks and plugins.n_tasks > p.max_tasks and work.data)
         if consolidated:
@@ -253,15 +260,21 @@ def _expert_words(
 
 
 def train_arbiter(
-    model: Tagger, data: list[Sentence], epochs: int, own: Sequence[Sentence] = ()
+    model: Tagger,
+    data: list[Sentence],
+    epochs: int,
+    own: Sequence[Sentence] = (),
+    balance: bool = True,
 ) -> Arbiter:
     """An arbiter over the model's task experts, trained on the words of ``data`` whose right
-    expert is known; ``own``: the step's own sentences among them (:func:`_expert_words`)."""
+    expert is known; ``own``: the step's own sentences among them (:func:`_expert_words`);
+    ``balance``: every expert's words weigh the same (:func:`~diancang.model.arbiter.
+    fit_arbiter`)."""
     from diancang.model.arbiter import fit_arbiter
 
     features, gold = _expert_words(model, data, own)
     with torch.enable_grad():
-        return fit_arbiter(features, gold, epochs).to(model.device)
+        return fit_arbiter(features, gold, epochs, balance=balance).to(model.device)
 
 
 def consolidate(ctx: StepContext, data: list[Sentence], p: Params) -> None:
