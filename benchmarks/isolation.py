@@ -261,11 +261,13 @@ def render(report: dict[str, Any], image: str) -> str:
     arm beside the best distillation strategy and the joint model, the confusable types, the
     inference cost, and the issue's goals."""
     bench = report.get("bench", BENCHES[0])
+    quick = str(report["benchmark"]).endswith("-quick")
+    protocol = "quick check (1 epoch a step, cut data)" if quick else "converged protocol"
     lines = page_header(
         report,
         f"parameter isolation on {bench}",
         f"machine: {machine_line(report['machine'])}; {BENCHMARKS[bench].description}; "
-        "converged protocol; test F1 in %; class-incremental = the run's own scoring, "
+        f"{protocol}; test F1 in %; class-incremental = the run's own scoring, "
         "task-incremental = each step's types named by the caller",
     )
     beside = report.get("beside", [])
