@@ -55,9 +55,9 @@ def expert_weights(targets: torch.Tensor, experts: int) -> torch.Tensor:
     an expert without words 1)."""
     counts = torch.bincount(targets, minlength=experts + 1)[1:].float()
     present = counts > 0
-    mean = counts[present].mean() if bool(present.any()) else torch.tensor(1.0)
+    mean = counts[present].mean() if bool(present.any()) else counts.new_ones(())
     weights = torch.where(present, mean / counts.clamp(min=1), torch.ones_like(counts))
-    return torch.cat([torch.ones(1), weights])
+    return torch.cat([counts.new_ones(1), weights])
 
 
 def fit_arbiter(
