@@ -205,13 +205,18 @@ def main(argv: list[str] | None = None) -> None:
             "meta": record["meta"],
             **measure(run_dir, args.quick),
         }
-        save(label, runs, args.bench, args.seed)  # after every arm: a later failure keeps it
+        # after every arm: a later failure keeps it
+        save(label, runs, args.bench, args.seed, args.quick)
 
 
-def save(label: str, runs: dict[str, dict[str, Any]], bench: str, seed: int) -> None:
+def save(
+    label: str, runs: dict[str, dict[str, Any]], bench: str, seed: int, quick: bool = False
+) -> None:
     """Write the JSON, the inference-cost plot and the page of the arms run so far."""
     arms = [runs[a] for a in ARMS if a in runs]
-    report = new_report(label, arms, machine=machine(), bench=bench, beside=beside(bench, seed))
+    report = new_report(
+        label, arms, machine=machine(), bench=bench, quick=quick, beside=beside(bench, seed)
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot(report, RESULTS / f"{label}-inference.png")
     page = render(report, f"{label}-inference.png")
@@ -261,7 +266,7 @@ def render(report: dict[str, Any], image: str) -> str:
     arm beside the best distillation strategy and the joint model, the confusable types, the
     inference cost, and the issue's goals."""
     bench = report.get("bench", BENCHES[0])
-    quick = str(report["benchmark"]).endswith("-quick")
+    quick = report.get("quick", False)
     protocol = "quick check (1 epoch a step, cut data)" if quick else "converged protocol"
     lines = page_header(
         report,
