@@ -209,9 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         save(label, runs, args.bench, args.seed, args.quick)
 
 
-def save(
-    label: str, runs: dict[str, dict[str, Any]], bench: str, seed: int, quick: bool = False
-) -> None:
+def save(label: str, runs: dict[str, dict[str, Any]], bench: str, seed: int, quick: bool) -> None:
     """Write the JSON, the inference-cost plot and the page of the arms run so far."""
     arms = [runs[a] for a in ARMS if a in runs]
     report = new_report(

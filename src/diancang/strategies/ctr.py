@@ -263,8 +263,8 @@ def train_arbiter(
     model: Tagger,
     data: list[Sentence],
     epochs: int,
-    own: Sequence[Sentence] = (),
-    balance: bool = True,
+    own: Sequence[Sentence],
+    balance: bool,
 ) -> Arbiter:
     """An arbiter over the model's task experts, trained on the words of ``data`` whose right
     expert is known; ``own``: the step's own sentences among them (:func:`_expert_words`);
