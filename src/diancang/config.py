@@ -197,6 +197,13 @@ class TrainConfig(_Section):
         "only on one process and when every strategy can resume mid-step.",
     )
 
+    def epochs_for(self, batches: int) -> int:
+        """The epochs a step of ``batches`` updates an epoch trains at most: ``epochs``, or
+        more where ``min_updates`` asks for them."""
+        if self.min_updates:
+            return max(self.epochs, -(-self.min_updates // max(1, batches)))
+        return self.epochs
+
 
 class RunConfig(_Section):
     """A whole continual run."""

@@ -329,9 +329,7 @@ class StepRunner:
         if ctx.previous is not None:
             hidden = any(strat.needs_hidden_states for strat, _ in pairs)
             teacher = TeacherCache(ctx.previous, hidden, tc.teacher_cache_mb * 2**20)
-        epochs = tc.epochs
-        if tc.min_updates:  # a small step gets the epochs a large one has anyway
-            epochs = max(epochs, -(-tc.min_updates // max(1, len(loader))))
+        epochs = tc.epochs_for(len(loader))  # a small step may get more (min_updates)
         ran = self.fit(
             ctx.model,
             loader,

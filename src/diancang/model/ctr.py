@@ -234,8 +234,9 @@ class Plugins(nn.Module):
         return torch.stack(taken).sum() / torch.stack(free).sum().clamp(min=1)
 
     def anneal(self, s_max: float, batch: int, batches: int) -> None:
-        """Set HAT's slope for ``batch`` (counted from 0) of epochs of ``batches``: from
-        ``1/s_max`` at an epoch's first batch to ``s_max`` at its last."""
+        """Set HAT's slope for update ``batch`` (counted from 0) of periods of ``batches``
+        updates (an epoch or a whole step): from ``1/s_max`` at a period's first update to
+        ``s_max`` at its last."""
         r = (batch % batches) / max(1, batches - 1)
         self.run.s, self.run.s_max = 1 / s_max + (s_max - 1 / s_max) * r, s_max
 

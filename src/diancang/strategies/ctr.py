@@ -6,7 +6,7 @@ task's hard-attention masks. The encoder, the earlier tasks' capsules, routing m
 projections and masks are frozen; adapter units an earlier task uses, the head rows of the
 earlier types and the ``O`` row are put back after every update, so an earlier task's outputs
 stay bit-identical (task-incremental: ``predict --types``). Within a step the mask slope
-anneals from ``1/s_max`` to ``s_max`` over each epoch's batches, and a penalty
+anneals from ``1/s_max`` to ``s_max`` over the step's updates (``anneal``), and a penalty
 (``mask_weight``) keeps the new task's masks off units nobody uses yet (HAT). Class-incremental
 prediction runs every task's plugins and merges them per word (:func:`~diancang.model.ctr.
 task_forward`), so its cost grows with the tasks; with ``max_tasks``, a step that ends with more
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,6 +49,12 @@ class Params(BaseModel):
     capsule_hidden: int = Field(32, ge=2, description="Hidden width of a task capsule.")
     s_max: float = Field(400.0, gt=1, description="Final slope of the mask's sigmoid (HAT).")
     mask_weight: float = Field(0.75, ge=0, description="Weight of the mask penalty (HAT).")
+    anneal: Literal["step", "epoch"] = Field(
+        "step",
+        description="Anneal the mask slope from 1/s_max to s_max once over the whole step, or "
+        "over each epoch as HAT does (the masks then turn soft again at every epoch's start, "
+        "which costs the plugins most of an epoch each time).",
+    )
     arbiter: bool = Field(
         True, description="Train an arbiter over the tasks' experts at each step (else a rule)."
     )
@@ -79,7 +85,7 @@ class CtrWork:
     data: list[Sentence] = field(default_factory=list)  # the step's data, memory included
 
 
-@strategies.register("ctr", version=3)
+@strategies.register("ctr", version=4)
 class Ctr(Strategy):
     """CTR plugins: per-task capsules with transfer routing and hard-attention-masked adapters
     on a frozen encoder."""
@@ -137,6 +143,8 @@ class Ctr(Strategy):
     def _slope(self, ctx: StepContext, work: CtrWork) -> None:
         p: Params = self.params  # type: ignore[assignment]
         batches = max(1, -(-len(ctx.step.train) // ctx.config.train.batch_size))
+        if p.anneal == "step":
+            batches *= ctx.config.train.epochs_for(batches)
         assert ctx.model.plugins is not None
         ctx.model.plugins.anneal(p.s_max, work.batch, batches)
 
@@ -296,6 +304,8 @@ def consolidate(ctx: StepContext, data: list[Sentence], p: Params) -> None:
     ctr.add_task(student, types, student.spec.ctr_sizes)
     plugins.run.train_task = 0
     batches = max(1, -(-len(data) // ctx.config.train.batch_size))
+    if p.anneal == "step":
+        batches *= p.consolidate_epochs
     updates = 0
     plugins.anneal(p.s_max, updates, batches)
 
