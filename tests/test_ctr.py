@@ -185,3 +185,35 @@ def test_ctr_consolidation_bounds_the_tasks_and_keeps_the_predictions(tmp_path, 
     assert reloaded.predict_tags(tokens) == model.predict_tags(tokens)
     # the consolidated task leaves units free for the next one (HAT's penalty)
     assert float(model.plugins.plugins[0].used1.mean()) < 1
+
+
+@pytest.mark.parametrize("anneal", ["step", "epoch"])
+def test_the_mask_slope_anneals_over_the_step_or_each_epoch(anneal):
+    from types import SimpleNamespace
+
+    from transformers import BertConfig, BertModel
+
+    from diancang.config import TrainConfig
+    from diancang.model.ctr import Plugins
+    from diancang.strategies.ctr import Ctr, CtrWork, Params
+
+    tiny = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=16)  # fmt: skip
+    plugins = Plugins(BertModel(tiny), 1, 4, 2, 2)
+    train = TrainConfig(batch_size=4, epochs=3)  # 10 sentences: 3 updates an epoch, 9 a step
+    ctx = SimpleNamespace(
+        step=SimpleNamespace(train=[None] * 10),
+        config=SimpleNamespace(train=train),
+        model=SimpleNamespace(plugins=plugins),
+        work=CtrWork(0),
+    )
+    strategy = Ctr(Params(anneal=anneal))
+    slopes = []  # the slope of updates 1..8 (each set after the update before it)
+    for _ in range(8):
+        strategy.after_update(ctx)  # type: ignore[arg-type]
+        slopes.append(plugins.run.s)
+    if anneal == "step":  # one rise, to s_max at the step's last update
+        assert slopes == sorted(slopes) and slopes[-1] == pytest.approx(400)
+    else:  # HAT: s_max at each epoch's last update, 1/s_max at the next one's first
+        assert slopes[1] == slopes[4] == pytest.approx(400)
+        assert slopes[2] == slopes[5] == pytest.approx(1 / 400)
