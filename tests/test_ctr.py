@@ -217,3 +217,18 @@ def test_the_mask_slope_anneals_over_the_step_or_each_epoch(anneal):
     else:  # HAT: s_max at each epoch's last update, 1/s_max at the next one's first
         assert slopes[1] == slopes[4] == pytest.approx(400)
         assert slopes[2] == slopes[5] == pytest.approx(1 / 400)
+
+
+def test_the_training_tasks_expert_learns_other_tasks_entities_as_o():
+    from types import SimpleNamespace
+
+    from diancang.strategies.base import Target
+    from diancang.strategies.ctr import Ctr, CtrWork
+
+    labels = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    model = SimpleNamespace(spec=SimpleNamespace(ctr_tasks=[["LOC"], ["PER"]]), labels=labels)
+    ctx = SimpleNamespace(model=model, work=CtrWork(1))  # the PER task trains
+    gold = torch.tensor([[1, 2, 0, 3, 4, -100]])  # a memory sentence: LOC, then PER
+    weights = torch.ones(1, 6)
+    out = Ctr().targets(ctx, None, Target(gold, weights))  # type: ignore[arg-type]
+    assert out.labels.tolist() == [[0, 0, 0, 3, 4, -100]] and out.weights is weights

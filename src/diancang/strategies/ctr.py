@@ -7,7 +7,8 @@ projections and masks are frozen; adapter units an earlier task uses, the head r
 earlier types and the ``O`` row are put back after every update, so an earlier task's outputs
 stay bit-identical (task-incremental: ``predict --types``). Within a step the mask slope
 anneals from ``1/s_max`` to ``s_max`` over the step's updates (``anneal``), and a penalty
-(``mask_weight``) keeps the new task's masks off units nobody uses yet (HAT). Class-incremental
+(``mask_weight``) keeps the new task's masks off units nobody uses yet (HAT); the memory's
+entities of earlier tasks are ``O`` to the new task's expert. Class-incremental
 prediction runs every task's plugins and merges them per word (:func:`~diancang.model.ctr.
 task_forward`), so its cost grows with the tasks; with ``max_tasks``, a step that ends with more
 **consolidates**: the merged passes are distilled (:func:`~diancang.learn.distil.distil_into`)
@@ -17,7 +18,7 @@ into fresh plugins of one task holding every type so far, trained as a first tas
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Literal
 
@@ -147,6 +148,16 @@ class Ctr(Strategy):
             batches *= ctx.config.train.epochs_for(batches)
         assert ctx.model.plugins is not None
         ctx.model.plugins.anneal(p.s_max, work.batch, batches)
+
+    def targets(self, ctx: StepContext, batch: StepBatch, target: Target) -> Target:
+        """Another task's types are ``O`` for the training task's expert: the memory's old
+        entities teach it what is not its own. (Left as they were, their labels would be
+        ones its pass masks out, whose loss pushes every label it allows alike and so flattens
+        its ``O`` on them: it would learn to claim them.)"""
+        labels = target.labels  # (B, W)
+        keep = ctr.task_labels(ctx.model, ctx.work.task).to(labels.device)  # (C,)
+        other = (labels >= 0) & ~keep[labels.clamp(min=0)]
+        return replace(target, labels=labels.masked_fill(other, 0))
 
     def loss_terms(
         self, ctx: StepContext, batch: StepBatch, target: Target
