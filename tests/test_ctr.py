@@ -200,7 +200,7 @@ def test_the_mask_slope_anneals_over_the_step_or_each_epoch(anneal):
     tiny = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                       intermediate_size=16)  # fmt: skip
     plugins = Plugins(BertModel(tiny), 1, 4, 2, 2)
-    train = TrainConfig(batch_size=4, epochs=3)  # 10 sentences: 3 updates an epoch, 9 a step
+    train = TrainConfig(batch_size=4, epochs=3)
     ctx = SimpleNamespace(
         step=SimpleNamespace(train=[None] * 10),
         config=SimpleNamespace(train=train),
@@ -208,15 +208,18 @@ def test_the_mask_slope_anneals_over_the_step_or_each_epoch(anneal):
         work=CtrWork(0),
     )
     strategy = Ctr(Params(anneal=anneal))
-    slopes = []  # the slope of updates 1..8 (each set after the update before it)
-    for _ in range(8):
+    strategy.train_data(ctx, [None] * 14)  # type: ignore[arg-type]  # memory included: 4 a batch
+    assert plugins.run.s == pytest.approx(1 / 400)
+    slopes = []  # the slope of updates 1..13 (each set after the update before it)
+    for _ in range(13):
         strategy.after_update(ctx)  # type: ignore[arg-type]
         slopes.append(plugins.run.s)
-    if anneal == "step":  # one rise, to s_max at the step's last update
-        assert slopes == sorted(slopes) and slopes[-1] == pytest.approx(400)
+    if anneal == "step":  # one rise over the 12 updates, s_max at the last and after it
+        assert slopes == sorted(slopes) and slopes[9] < 400
+        assert slopes[10] == slopes[11] == slopes[12] == pytest.approx(400)
     else:  # HAT: s_max at each epoch's last update, 1/s_max at the next one's first
-        assert slopes[1] == slopes[4] == pytest.approx(400)
-        assert slopes[2] == slopes[5] == pytest.approx(1 / 400)
+        assert slopes[2] == slopes[6] == pytest.approx(400)
+        assert slopes[3] == slopes[7] == pytest.approx(1 / 400)
 
 
 def test_the_training_tasks_expert_learns_other_tasks_entities_as_o():

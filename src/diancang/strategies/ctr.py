@@ -86,7 +86,7 @@ class CtrWork:
     data: list[Sentence] = field(default_factory=list)  # the step's data, memory included
 
 
-@strategies.register("ctr", version=4)
+@strategies.register("ctr", version=5)
 class Ctr(Strategy):
     """CTR plugins: per-task capsules with transfer routing and hard-attention-masked adapters
     on a frozen encoder."""
@@ -137,17 +137,24 @@ class Ctr(Strategy):
         return work
 
     def train_data(self, ctx: StepContext, data: list[Sentence]) -> list[Sentence]:
-        """Unchanged; kept to train the arbiter at the end of the step."""
+        """Unchanged; kept to train the arbiter at the end of the step, and counted (memory
+        included) for the slope's schedule."""
         ctx.work.data = data
+        self._slope(ctx, ctx.work)
         return data
 
     def _slope(self, ctx: StepContext, work: CtrWork) -> None:
+        """The slope of update ``work.batch``, over the updates of the step's training data
+        (the step's sentences until :meth:`train_data` has counted the memory too)."""
         p: Params = self.params  # type: ignore[assignment]
-        batches = max(1, -(-len(ctx.step.train) // ctx.config.train.batch_size))
-        if p.anneal == "step":
+        n = len(work.data) or len(ctx.step.train)
+        batches = max(1, -(-n // ctx.config.train.batch_size))
+        update = work.batch
+        if p.anneal == "step":  # one period; s_max from the last update on, never again 1/s_max
             batches *= ctx.config.train.epochs_for(batches)
+            update = min(update, batches - 1)
         assert ctx.model.plugins is not None
-        ctx.model.plugins.anneal(p.s_max, work.batch, batches)
+        ctx.model.plugins.anneal(p.s_max, update, batches)
 
     def targets(self, ctx: StepContext, batch: StepBatch, target: Target) -> Target:
         """Another task's types are ``O`` for the training task's expert: the memory's old
