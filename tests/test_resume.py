@@ -10,6 +10,7 @@ import logging
 import random
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -75,3 +76,15 @@ def test_a_kill_between_the_renames_leaves_the_previous_state(tmp_path):
     state.clear()
     assert not any(tmp_path.iterdir())
     assert state.restore(model, [], opt, sched, gen) == (0, False)
+
+
+def test_a_run_trained_by_another_strategy_version_is_not_resumed(tmp_path):
+    from diancang.errors import ConfigError
+    from diancang.pipeline import check_strategy_versions
+
+    saved = tmp_path / "config.yaml"
+    saved.write_text("strategies:\n- exemplars@3\n- ctr@4\n", encoding="utf-8")
+    check_strategy_versions(saved, ["exemplars@3", "ctr@4"])  # the same versions: resumed
+    check_strategy_versions(tmp_path / "none.yaml", ["ctr@5"])  # nothing saved yet
+    with pytest.raises(ConfigError, match=r"ctr@4 -> ctr@5.*--restart"):
+        check_strategy_versions(saved, ["exemplars@3", "ctr@5"])

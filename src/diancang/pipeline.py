@@ -266,6 +266,29 @@ class RunResult:
     files: dict[str, Path]
 
 
+def check_strategy_versions(saved: Path, strategies: list[str]) -> None:
+    """Raise a :class:`ConfigError` if a run folder's checkpoints (its ``config.yaml``, as
+    ``name@version``) were trained by another version of a strategy than ``strategies`` name:
+    resuming would mix the two in one run."""
+    if not saved.is_file():
+        return
+    import yaml
+
+    recorded = (yaml.safe_load(saved.read_text("utf-8")) or {}).get("strategies") or []
+    before = dict(split_id(s) for s in recorded)
+    changed = [
+        f"{name}@{before[name]} -> {name}@{version}"
+        for name, version in map(split_id, strategies)
+        if before.get(name) is not None and version is not None and before[name] != version
+    ]
+    if changed:
+        raise ConfigError(
+            f"this run's checkpoints were trained by other versions ({', '.join(changed)})",
+            path=saved,
+            fix="run it again with --restart, or with the code that trained them",
+        )
+
+
 def run(config: RunConfig, restart: bool = False, command: str | None = None) -> RunResult:
     """Run the whole continual job the config describes; writes everything to ``output_dir``."""
     if config.train.threads:
@@ -276,8 +299,10 @@ def run(config: RunConfig, restart: bool = False, command: str | None = None) ->
     stream = make_stream(config, splits)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dump_config(config, out / "config.yaml")
     resuming = (out / "progress.json").is_file() or epoch_state_dir(out).is_dir()
+    if not restart and resuming:
+        check_strategy_versions(out / "config.yaml", config.strategies)
+    dump_config(config, out / "config.yaml")
     if not restart and resuming and (out / "stream.json").is_file():
         check_assignment(stream, out / "stream.json")  # resuming: the split must not change
     save_stream(stream, out / "stream.json")
