@@ -233,11 +233,11 @@ class Plugins(nn.Module):
             free += [(1 - plugin.used1).sum(), (1 - plugin.used2).sum()]
         return torch.stack(taken).sum() / torch.stack(free).sum().clamp(min=1)
 
-    def anneal(self, s_max: float, batch: int, batches: int) -> None:
+    def anneal(self, s_max: float, batch: int, batches: int, once: bool = False) -> None:
         """Set HAT's slope for update ``batch`` (counted from 0) of periods of ``batches``
         updates (an epoch or a whole step): from ``1/s_max`` at a period's first update to
-        ``s_max`` at its last."""
-        r = (batch % batches) / max(1, batches - 1)
+        ``s_max`` at its last; ``once``: one period, ``s_max`` after it too."""
+        r = (min(batch, batches - 1) if once else batch % batches) / max(1, batches - 1)
         self.run.s, self.run.s_max = 1 / s_max + (s_max - 1 / s_max) * r, s_max
 
     @torch.no_grad()

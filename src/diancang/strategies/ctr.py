@@ -149,12 +149,11 @@ class Ctr(Strategy):
         p: Params = self.params  # type: ignore[assignment]
         n = len(work.data) or len(ctx.step.train)
         batches = max(1, -(-n // ctx.config.train.batch_size))
-        update = work.batch
-        if p.anneal == "step":  # one period; s_max from the last update on, never again 1/s_max
+        once = p.anneal == "step"
+        if once:
             batches *= ctx.config.train.epochs_for(batches)
-            update = min(update, batches - 1)
         assert ctx.model.plugins is not None
-        ctx.model.plugins.anneal(p.s_max, update, batches)
+        ctx.model.plugins.anneal(p.s_max, work.batch, batches, once)
 
     def targets(self, ctx: StepContext, batch: StepBatch, target: Target) -> Target:
         """Another task's types are ``O`` for the training task's expert: the memory's old
@@ -322,16 +321,17 @@ def consolidate(ctx: StepContext, data: list[Sentence], p: Params) -> None:
     ctr.add_task(student, types, student.spec.ctr_sizes)
     plugins.run.train_task = 0
     batches = max(1, -(-len(data) // ctx.config.train.batch_size))
-    if p.anneal == "step":
+    once = p.anneal == "step"
+    if once:
         batches *= p.consolidate_epochs
     updates = 0
-    plugins.anneal(p.s_max, updates, batches)
+    plugins.anneal(p.s_max, updates, batches, once)
 
     def advance() -> None:
         nonlocal updates
         updates += 1
         plugins.clamp_embeddings(0)
-        plugins.anneal(p.s_max, updates, batches)
+        plugins.anneal(p.s_max, updates, batches, once)
 
     def penalty() -> torch.Tensor:
         return p.mask_weight * plugins.mask_penalty(0)
