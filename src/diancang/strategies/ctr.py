@@ -17,7 +17,7 @@ into fresh plugins of one task holding every type so far, trained as a first tas
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Literal
@@ -148,10 +148,9 @@ class Ctr(Strategy):
         (the step's sentences until :meth:`train_data` has counted the memory too)."""
         p: Params = self.params  # type: ignore[assignment]
         n = len(work.data) or len(ctx.step.train)
-        batches = max(1, -(-n // ctx.config.train.batch_size))
-        once = p.anneal == "step"
-        if once:
-            batches *= ctx.config.train.epochs_for(batches)
+        batches, once = slope_period(
+            n, ctx.config.train.batch_size, p.anneal, ctx.config.train.epochs_for
+        )
         assert ctx.model.plugins is not None
         ctx.model.plugins.anneal(p.s_max, work.batch, batches, once)
 
@@ -302,6 +301,17 @@ def train_arbiter(
         return fit_arbiter(features, gold, epochs, balance=balance).to(model.device)
 
 
+def slope_period(
+    n: int, batch_size: int, anneal: str, epochs: Callable[[int], int]
+) -> tuple[int, bool]:
+    """The updates the masks' slope anneals over, and whether it anneals once: the batches of
+    ``n`` sentences, times ``epochs(batches)`` when ``anneal`` is ``step`` (once over the
+    step) rather than ``epoch`` (again each epoch)."""
+    batches = max(1, -(-n // batch_size))
+    once = anneal == "step"
+    return (batches * epochs(batches) if once else batches), once
+
+
 def consolidate(ctx: StepContext, data: list[Sentence], p: Params) -> None:
     """Distil the model (every task's pass, merged) into fresh plugins of one task holding all
     its types, trained as a first task (HAT's annealed masks and penalty, so later tasks find
@@ -320,10 +330,8 @@ def consolidate(ctx: StepContext, data: list[Sentence], p: Params) -> None:
     student.spec.ctr_tasks, student.spec.ctr_arbiter = [], 0
     ctr.add_task(student, types, student.spec.ctr_sizes)
     plugins.run.train_task = 0
-    batches = max(1, -(-len(data) // ctx.config.train.batch_size))
-    once = p.anneal == "step"
-    if once:
-        batches *= p.consolidate_epochs
+    batch_size = ctx.config.train.batch_size
+    batches, once = slope_period(len(data), batch_size, p.anneal, lambda _: p.consolidate_epochs)
     updates = 0
     plugins.anneal(p.s_max, updates, batches, once)
 
